@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install clsvc into ./.venv on a fresh Debian/Ubuntu machine, with espeak-ng for `clsvc demo`.
+#   TORCH_SPEC  the torch requirement to install first (default torch==2.13.0; on a GPU machine
+#               pick the build for your CUDA from pytorch.org)
+#   PYTHON      the interpreter for the venv (default python3, 3.10 or newer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq espeak-ng >/dev/null
+    else
+        echo "note: install espeak-ng with your package manager for \`clsvc demo\`" >&2
+    fi
+fi
+
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --upgrade pip "setuptools<80" wheel
+# torch first: a bare `torch` dependency would pull a multi-GB CUDA build on CPU-only machines.
+.venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/pip install -q -e ".[dev]"
+echo "clsvc installed in .venv ($(.venv/bin/clsvc --version))"

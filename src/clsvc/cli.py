@@ -1,0 +1,246 @@
+"""The ``clsvc`` command: thin subcommands over the library.
+
+Every user error is one line on stderr (``clsvc: error: ...``) and exit status 2; nothing is
+left half-written. Run ``clsvc COMMAND --help`` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import ClsvcError
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _writable_output(path: Path, force: bool) -> None:
+    """Refuse to overwrite without --force and fail before any work if ``path`` can't be written."""
+    if path.is_dir():
+        raise ClsvcError(f"{path}: is a folder; give a file name such as {path / 'converted.wav'}")
+    if path.exists() and not force:
+        raise ClsvcError(f"{path}: already exists; pass --force to overwrite it or choose another --out")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ClsvcError(f"{path}: folder {parent} does not exist; create it first or choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise ClsvcError(f"{path}: folder {parent} is not writable; choose another --out")
+
+
+# ------------------------------------------------------------------------------- subcommands
+
+
+def cmd_preprocess(a: argparse.Namespace) -> None:
+    from .config import load_config
+    from .data import SplitSpec, preprocess
+
+    cfg = load_config(a.config, a.overrides)
+    spec = SplitSpec(unseen=_csv_list(a.unseen or ""), num_unseen=a.num_unseen,
+                     holdout_per_speaker=a.holdout_per_speaker, holdout_regex=a.holdout_regex or "",
+                     seed=a.seed)
+    entries = preprocess(a.corpus, a.out, cfg.mel, kind=a.corpus_kind, split=spec, trim_db=a.trim_db,
+                         min_frames=a.min_frames, jobs=a.jobs,
+                         speakers=_csv_list(a.speakers) if a.speakers else None,
+                         progress=not a.quiet)
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.split] = counts.get(e.split, 0) + 1
+    speakers = {s: len({e.speaker for e in entries if e.split == s}) for s in counts}
+    summary = ", ".join(f"{counts[s]} {s} ({speakers[s]} speakers)" for s in sorted(counts))
+    print(f"wrote {a.out}/manifest.tsv: {summary}")
+    skipped = Path(a.out) / "skipped.tsv"
+    if skipped.exists():
+        n = len(skipped.read_text().splitlines()) - 1
+        print(f"skipped {n} unusable file(s); reasons in {skipped}")
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .config import load_config
+    from .training import train
+
+    if a.config is None and not a.resume:
+        raise ClsvcError("pass --config (e.g. --config cpu or --config configs/paper.yaml)")
+    # On --resume without --config the run's own config is used (overrides still apply).
+    cfg = load_config(a.config, a.overrides) if a.config is not None else None
+    last = train(cfg, a.data, a.out, resume=a.resume, device=a.device, progress=not a.quiet,
+                 overrides=a.overrides if cfg is None else None)
+    print(f"saved {last}")
+
+
+def cmd_convert(a: argparse.Namespace) -> None:
+    from .audio import save_wav
+    from .inference import iter_pairs, load
+
+    if a.list is None:
+        if a.source is None or a.out is None:
+            raise ClsvcError("pass --source and --out (or --list pairs.csv)")
+        if not a.target and not a.target_speaker:
+            raise ClsvcError("pass --target FILE [FILE ...] or --target-speaker NAME")
+        if a.target and a.target_speaker:
+            raise ClsvcError("pass either --target or --target-speaker, not both")
+        _writable_output(Path(a.out), a.force)
+    vc = load(a.checkpoint, device=a.device)
+    if a.list is None:
+        wav = vc.convert(a.source, a.target or None, a.target_speaker)
+        save_wav(a.out, wav, vc.sample_rate)
+        print(f"wrote {a.out} ({len(wav) / vc.sample_rate:.2f} s)")
+        return
+    rows = list(iter_pairs(a.list))
+    base = Path(a.list).parent
+    jobs = []
+    for row in rows:  # validate every row before converting anything
+        where = f"{a.list} line {row['line']}"
+        out = Path(row["out"]) if Path(row["out"]).is_absolute() else base / row["out"]
+        targets = [t for t in row.get("target", "").split(";") if t]
+        targets = [t if Path(t).is_absolute() else str(base / t) for t in targets]
+        spk = row.get("target_speaker") or None
+        if not row.get("source") or not row.get("out") or bool(targets) == bool(spk):
+            raise ClsvcError(f"{where}: needs source, out and exactly one of target / target_speaker")
+        src = row["source"] if Path(row["source"]).is_absolute() else str(base / row["source"])
+        try:
+            _writable_output(out, a.force)
+        except ClsvcError as e:
+            raise ClsvcError(f"{where}: {e}") from None
+        jobs.append((src, targets or None, spk, out))
+    from tqdm import tqdm
+
+    for src, targets, spk, out in tqdm(jobs, desc="convert", unit="file", disable=a.quiet):
+        save_wav(out, vc.convert(src, targets, spk), vc.sample_rate)
+    print(f"wrote {len(jobs)} file(s)")
+
+
+def cmd_embed(a: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .inference import load
+
+    out = Path(a.out)
+    if out.suffix != ".npz":
+        raise ClsvcError(f"{out}: embeddings are written as .npz; use a name ending in .npz")
+    _writable_output(out, a.force)
+    vc = load(a.checkpoint, device=a.device)
+    embs = np.stack([vc.embed(w) for w in a.wavs])
+    mean = embs.mean(0)
+    mean = mean / max(float(np.linalg.norm(mean)), 1e-8)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, embeddings=embs, files=np.array([str(w) for w in a.wavs]), mean=mean)
+    os.replace(tmp, out)
+    print(f"wrote {out}: {len(embs)} embedding(s) of {embs.shape[1]} dims and their mean")
+
+
+def cmd_info(a: argparse.Namespace) -> None:
+    import yaml
+
+    from .training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(a.checkpoint)
+    spk = ckpt.get("speakers", [])
+    print(f"{a.checkpoint}: step {ckpt['step']}, {ckpt.get('elapsed', 0) / 60:.1f} min of training, "
+          f"saved {ckpt.get('saved_at', '?')}")
+    print(f"{len(spk)} training speakers: {', '.join(spk[:20])}{' ...' if len(spk) > 20 else ''}")
+    print(yaml.safe_dump(ckpt["config"], sort_keys=False).rstrip())
+
+
+def cmd_demo(a: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(a.out), minutes=a.minutes, voices=a.voices, force=a.force, quick=a.quick)
+
+
+# ------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clsvc", description="ClsVC voice conversion")
+    p.add_argument("--version", action="version", version=f"clsvc {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("preprocess", help="corpus -> mel features + manifest")
+    s.add_argument("corpus", help="corpus folder (VCTK, LibriSpeech or one folder per speaker)")
+    s.add_argument("--out", required=True, help="feature folder to write (re-runs skip finished files)")
+    s.add_argument("--corpus-kind", default="auto", choices=["auto", "vctk", "librispeech", "folders"])
+    s.add_argument("--config", default=None, help="config whose mel section to use (default: the paper's)")
+    s.add_argument("--unseen", help="comma-separated speakers kept out of training (one-shot tests)")
+    s.add_argument("--num-unseen", type=int, default=0, help="draw this many more unseen speakers (seeded)")
+    s.add_argument("--holdout-per-speaker", type=int, default=0,
+                   help="utterances per training speaker held out for validation")
+    s.add_argument("--holdout-regex", help="utterance ids matching this are held out for validation")
+    s.add_argument("--trim-db", type=float, default=40.0, help="trim leading/trailing silence (0 = off)")
+    s.add_argument("--min-frames", type=int, default=32, help="skip utterances shorter than this")
+    s.add_argument("--speakers", help="only these comma-separated speakers")
+    s.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("overrides", nargs="*", help="mel.key=value overrides")
+    s.set_defaults(func=cmd_preprocess)
+
+    s = sub.add_parser("train", help="train ClsVC (torchrun -m clsvc train ... for several GPUs)")
+    s.add_argument("--config", help="YAML config or built-in name (paper, cpu, cpu-paper, ...)")
+    s.add_argument("--data", required=True, help="folder written by `clsvc preprocess`")
+    s.add_argument("--out", required=True, help="run folder (checkpoints, logs, TensorBoard)")
+    s.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("convert", help="convert speech into another voice")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--source", help="utterance whose words are kept")
+    s.add_argument("--target", nargs="+", help="one or more utterances of the target voice")
+    s.add_argument("--target-speaker", help="a training speaker's name instead of --target")
+    s.add_argument("--out", help="output wav")
+    s.add_argument("--list", help="CSV with columns source,target,out (target: files joined by ';') "
+                                  "or source,target_speaker,out; paths relative to the CSV")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("embed", help="speaker embeddings of wav files")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True, help=".npz with embeddings (N, dim), files and mean")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("wavs", nargs="+")
+    s.set_defaults(func=cmd_embed)
+
+    s = sub.add_parser("info", help="what a checkpoint holds")
+    s.add_argument("checkpoint")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("demo", help="synthesise voices, train, convert and score (no data needed)")
+    s.add_argument("--out", default="demo", help="output folder")
+    s.add_argument("--minutes", type=float, default=12.0, help="training budget")
+    s.add_argument("--voices", type=int, default=8, help="synthetic voices to create (>= 4)")
+    s.add_argument("--force", action="store_true", help="retrain even if OUT has a finished model")
+    s.add_argument("--quick", action="store_true", help="a seconds-long smoke run (for tests)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ClsvcError as e:
+        print(f"clsvc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clsvc: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

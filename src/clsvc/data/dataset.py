@@ -1,0 +1,106 @@
+"""In-memory features and the fixed-length crop sampler used for training.
+
+All features of a split are loaded once (VCTK at 16 kHz is about 1 GB of float32 mels); batches
+are then drawn in the training process from a ``torch.Generator`` that is part of the training
+state, so a resumed run draws exactly the batches an uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ClsvcError
+from .manifest import Entry, read_manifest
+
+
+@dataclass
+class Batch:
+    """``mel`` (B, T, n_mels) float32 in [0, 1]; ``lengths`` (B,) valid frames per row (the rest
+    is padding); ``speaker`` (B,) speaker indices into the training speaker list."""
+
+    mel: torch.Tensor
+    lengths: torch.Tensor
+    speaker: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device))
+
+
+class FeatureSet:
+    """Features of the manifest rows whose split is in ``splits``.
+
+    ``speakers`` fixes the speaker -> index map (the training speaker list); rows of other
+    speakers get index -1 (usable for embedding, not for classification).
+    """
+
+    def __init__(self, folder: str | Path, splits: tuple[str, ...], speakers: list[str] | None = None,
+                 entries: list[Entry] | None = None):
+        self.folder = Path(folder)
+        entries = entries if entries is not None else read_manifest(self.folder)
+        self.entries = [e for e in entries if e.split in splits]
+        if speakers is None:
+            speakers = sorted({e.speaker for e in self.entries})
+        self.speakers = list(speakers)
+        index = {s: i for i, s in enumerate(self.speakers)}
+        self.labels = np.array([index.get(e.speaker, -1) for e in self.entries], dtype=np.int64)
+        self.mels: list[np.ndarray] = []
+        for e in self.entries:
+            path = self.folder / e.feature
+            try:
+                self.mels.append(np.load(path).astype(np.float32))
+            except (OSError, ValueError):
+                raise ClsvcError(
+                    f"{path}: feature file missing or corrupt; re-run `clsvc preprocess` on the corpus"
+                ) from None
+        # Utterance indices per speaker, for speaker-balanced sampling.
+        self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def crop(self, idx: int, start: int, crop_frames: int, pad_value: float) -> tuple[np.ndarray, int]:
+        mel = self.mels[idx]
+        if len(mel) >= crop_frames:
+            return mel[start:start + crop_frames], crop_frames
+        out = np.full((crop_frames, mel.shape[1]), pad_value, dtype=np.float32)
+        out[: len(mel)] = mel
+        return out, len(mel)
+
+    def sample(self, batch_size: int, crop_frames: int, gen: torch.Generator,
+               sampling: str = "speaker", pad_value: float = 0.0) -> Batch:
+        """A batch of random T-frame crops (shorter utterances padded with ``pad_value``)."""
+        if sampling == "speaker":
+            usable = [i for i, b in enumerate(self.by_speaker) if len(b)]
+            spk = torch.randint(len(usable), (batch_size,), generator=gen).tolist()
+            pick = torch.rand(batch_size, generator=gen).tolist()
+            idx = []
+            for s, p in zip(spk, pick):
+                pool = self.by_speaker[usable[s]]
+                idx.append(int(pool[min(int(p * len(pool)), len(pool) - 1)]))
+        else:
+            idx = torch.randint(len(self), (batch_size,), generator=gen).tolist()
+        offs = torch.rand(batch_size, generator=gen).tolist()
+        mels, lengths = [], []
+        for i, o in zip(idx, offs):
+            n = len(self.mels[i])
+            start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
+            m, length = self.crop(i, start, crop_frames, pad_value)
+            mels.append(m)
+            lengths.append(length)
+        return Batch(
+            torch.from_numpy(np.stack(mels)),
+            torch.tensor(lengths, dtype=torch.long),
+            torch.from_numpy(self.labels[idx]),
+        )
+
+    def fixed_batches(self, n_batches: int, batch_size: int, crop_frames: int,
+                      pad_value: float = 0.0, seed: int = 0) -> list[Batch]:
+        """Deterministic batches for validation: the same crops at every evaluation."""
+        gen = torch.Generator().manual_seed(seed)
+        n_batches = min(n_batches, max(1, (len(self) + batch_size - 1) // batch_size))
+        return [self.sample(batch_size, crop_frames, gen, "utterance", pad_value)
+                for _ in range(n_batches)]

@@ -1,0 +1,124 @@
+"""The preprocessed-feature folder: ``features.json`` + ``manifest.tsv`` + ``feats/SPK/UTT.npy``.
+
+``features.json`` records the mel definition and preprocessing settings the features were made
+with, so training and evaluation can refuse features that do not match their config.
+``manifest.tsv`` has one row per utterance:
+
+=========== ====================================================================
+speaker     speaker name (folder name / corpus id)
+gender      F, M or empty
+utt_id      utterance id, unique per speaker
+split       ``train``, ``val`` (held-out utterances of training speakers) or ``unseen``
+frames      number of mel frames
+feature     path of the ``(frames, n_mels)`` float32 .npy, relative to the folder
+source      the audio file the features came from
+transcript  text when the corpus has it, else empty
+=========== ====================================================================
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..config import MelConfig, from_dict
+from ..errors import ClsvcError
+
+MANIFEST = "manifest.tsv"
+FEATURES_INFO = "features.json"
+
+
+@dataclass
+class Entry:
+    speaker: str
+    gender: str
+    utt_id: str
+    split: str
+    frames: int
+    feature: str
+    source: str
+    transcript: str = ""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_manifest(folder: Path, entries: list[Entry]) -> None:
+    names = [f.name for f in fields(Entry)]
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(names)
+            for e in entries:
+                row = asdict(e)
+                row["transcript"] = " ".join(str(row["transcript"]).split())  # no tabs/newlines
+                w.writerow([row[n] for n in names])
+        os.replace(tmp, folder / MANIFEST)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_manifest(folder: str | Path) -> list[Entry]:
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ClsvcError(
+            f"{folder}: no {MANIFEST} here; run `clsvc preprocess CORPUS --out {folder}` first"
+        )
+    entries = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        for i, row in enumerate(reader, start=2):
+            try:
+                entries.append(Entry(
+                    speaker=row["speaker"], gender=row.get("gender") or "", utt_id=row["utt_id"],
+                    split=row["split"], frames=int(row["frames"]), feature=row["feature"],
+                    source=row.get("source") or "", transcript=row.get("transcript") or "",
+                ))
+            except (KeyError, TypeError, ValueError):
+                raise ClsvcError(
+                    f"{path}: line {i} is malformed; re-run `clsvc preprocess` to rewrite it"
+                ) from None
+    return entries
+
+
+def write_features_info(folder: Path, mel: MelConfig, settings: dict) -> None:
+    info = {"mel": asdict(mel), "preprocess": settings}
+    atomic_write_text(folder / FEATURES_INFO, json.dumps(info, indent=2) + "\n")
+
+
+def read_features_mel(folder: str | Path) -> MelConfig | None:
+    path = Path(folder) / FEATURES_INFO
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        return from_dict(MelConfig, info["mel"], str(path))
+    except (json.JSONDecodeError, KeyError):
+        raise ClsvcError(f"{path}: unreadable; delete the folder and re-run `clsvc preprocess`") from None
+
+
+def check_features_mel(folder: str | Path, mel: MelConfig) -> None:
+    """Refuse features made with another mel definition than ``mel``."""
+    have = read_features_mel(folder)
+    if have is not None and have != mel:
+        diff = [f.name for f in fields(MelConfig) if getattr(have, f.name) != getattr(mel, f.name)]
+        raise ClsvcError(
+            f"{folder}: features were computed with a different mel config (differs in "
+            f"{', '.join(diff)}); re-run `clsvc preprocess` with this config or use the "
+            "config the features were made with"
+        )

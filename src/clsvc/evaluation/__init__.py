@@ -1,0 +1,1 @@
+"""Scorers usable on any wav files: speaker similarity (Resemblyzer), disentanglement probes."""

@@ -1,0 +1,99 @@
+"""The ClsVC objective (paper Eq. 8) and the optional remedies, as one function.
+
+``total = recon + alpha * code + beta * cls + lambda * adv + convert_code * conv_code
++ convert_cls * conv_cls``. Each term is also returned on its own, with both classifiers'
+accuracies, for logging.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..config import LossConfig
+from .clsvc import ClsVCOutput
+
+
+def masked_frame_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over valid frames of (B, T, D) tensors."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    per_frame = ((a - b) ** 2).mean(-1)
+    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    d = (a - b).abs() if kind == "l1" else (a - b) ** 2
+    if mask is None:
+        return d.mean()
+    per_frame = d.mean(-1)
+    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and accuracy for (B, K) or per-frame (B, T, K) logits against (B,) labels."""
+    if logits.dim() == 2:
+        ce = F.cross_entropy(logits, target)
+        acc = (logits.argmax(-1) == target).float().mean()
+        return ce, acc
+    b, t, k = logits.shape
+    tgt = target[:, None].expand(b, t)
+    ce = F.cross_entropy(logits.reshape(b * t, k), tgt.reshape(-1), reduction="none").view(b, t)
+    hit = (logits.argmax(-1) == tgt).float()
+    denom = mask.sum().clamp_min(1.0)
+    return (ce * mask).sum() / denom, (hit * mask).sum() / denom
+
+
+def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform distribution, minimal (= log K) when C2 is clueless."""
+    per = -F.log_softmax(logits, dim=-1).mean(-1)
+    if per.dim() == 1:
+        return per.mean()
+    return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg: LossConfig
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(total loss, named terms) for a batch: ``mel`` (B, T, M) targets, ``speaker`` (B,) labels."""
+    out_mel = out.mel_out.float()
+    post = out.mel_post.float()
+    mask = out.mask
+    # L_recon: L2 on both decoder outputs (AutoVC also supervises the pre-postnet mel).
+    recon = masked_frame_mse(post, mel, mask) + masked_frame_mse(out_mel, mel, mask)
+    # L_code = ||E(x') - Z||^2 over both parts of Z.
+    code = (_distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
+            + _distance(out.speaker_re.float(), out.speaker.float(), cfg.code_distance))
+    cls, cls_acc = _frame_ce(out.spk_logits.float(), speaker, mask)
+    adv_ce, adv_acc = _frame_ce(out.adv_logits.float(), speaker, mask)
+    if cfg.adversarial == "grl":
+        # The GRL inside the forward pass turns this minimisation into E maximising the CE.
+        adv = adv_ce
+    else:
+        adv_uniform = _uniform_ce(out.enc_adv_logits.float(), mask)
+        adv = adv_ce + adv_uniform
+    total = recon + cfg.alpha * code + cfg.beta * cls + cfg.lambda_adv * adv
+    terms = {"recon": recon, "code": code, "cls": cls, "adv": adv_ce,
+             "cls_acc": cls_acc, "adv_acc": adv_acc}
+    if cfg.adversarial == "entropy":
+        terms["adv_uniform"] = adv_uniform
+    if out.perm is not None:
+        target_spk = F.normalize(out.speaker, dim=-1)[out.perm].detach()
+        conv_code = (_distance(out.conv_content.float(), out.content.detach().float(), cfg.code_distance, mask)
+                     + _distance(F.normalize(out.conv_speaker.float(), dim=-1), target_spk.float(), "l2"))
+        total = total + cfg.convert_code * conv_code
+        terms["conv_code"] = conv_code
+        if cfg.convert_cls > 0:
+            # The speaker classifier must hear speaker b in the re-encoded conversion a -> b.
+            conv_cls, conv_acc = _frame_ce(out.conv_spk_logits.float(), speaker[out.perm], mask)
+            total = total + cfg.convert_cls * conv_cls
+            terms["conv_cls"] = conv_cls
+            terms["conv_cls_acc"] = conv_acc
+    terms["total"] = total
+    return total, terms
+
+
+def chance_ce(n_speakers: int) -> float:
+    """CE of a uniform guess: what the adversary's CE converges to when C_x is speaker-free."""
+    return math.log(n_speakers)

@@ -1,0 +1,342 @@
+"""Training: small functions around :class:`~clsvc.training.state.TrainState`.
+
+``train()`` is what ``clsvc train`` runs. A run folder holds ``config.yaml`` (the resolved
+config), ``checkpoints/last.pt`` (written every ``train.ckpt_every`` steps and at the end),
+``log.jsonl`` (averaged losses per ``train.log_every`` steps and validation results) and
+``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from ..config import Config, config_from_dict, to_dict, with_overrides
+from ..data.dataset import Batch, FeatureSet
+from ..data.manifest import check_features_mel, read_manifest
+from ..errors import ClsvcError
+from ..models import clsvc_losses
+from . import distributed as dist_utils
+from .checkpoint import load_checkpoint, save_checkpoint
+from .state import TrainState, build_model, build_optimizer, payload, restore
+
+LAST = "last.pt"
+
+
+# ----------------------------------------------------------------------------------------------
+# one step, validation, speaker table
+
+
+def autocast_ctx(state: TrainState, device: torch.device):
+    if device.type == "cuda" and state.cfg.train.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def conversion_partners(batch_size: int, cfg: Config, device: torch.device) -> torch.Tensor | None:
+    """Row i is converted to row i+1's speaker when a conversion loss is on (the batch is random,
+    so neighbours are random speakers)."""
+    if cfg.loss.convert_code > 0 or cfg.loss.convert_cls > 0:
+        return torch.roll(torch.arange(batch_size, device=device), 1)
+    return None
+
+
+def train_step(state: TrainState, batch: Batch, device: torch.device) -> dict[str, float]:
+    """One optimisation step on ``batch``; returns the loss terms as floats."""
+    state.net.train()
+    batch = batch.to(device)
+    perm = conversion_partners(batch.mel.shape[0], state.cfg, device)
+    with autocast_ctx(state, device):
+        out = state.net(batch.mel, batch.lengths, perm)
+    loss, terms = clsvc_losses(out, batch.mel, batch.speaker, state.cfg.loss)
+    if not torch.isfinite(loss):
+        raise ClsvcError(
+            f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr "
+            "or set optim.grad_clip=1.0, then resume from the last checkpoint"
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.scaler is not None:
+        state.scaler.scale(loss).backward()
+        state.scaler.unscale_(state.optimizer)
+    else:
+        loss.backward()
+    if state.cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.cfg.optim.grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.step += 1
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+@torch.no_grad()
+def validate(state: TrainState, batches: list[Batch], device: torch.device) -> dict[str, float]:
+    """Mean loss terms over fixed held-out batches (model in eval mode, no updates)."""
+    state.model.eval()
+    sums: dict[str, float] = {}
+    for b in batches:
+        b = b.to(device)
+        perm = conversion_partners(b.mel.shape[0], state.cfg, device)
+        out = state.model(b.mel, b.lengths, perm)
+        _, terms = clsvc_losses(out, b.mel, b.speaker, state.cfg.loss)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    state.model.train()
+    return {k: v / max(1, len(batches)) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def speaker_table(model, data: FeatureSet, per_speaker: int, device: torch.device,
+                  max_frames: int = 512) -> torch.Tensor:
+    """(K, s) unit-norm mean embedding of up to ``per_speaker`` utterances of each speaker."""
+    model.eval()
+    rows = []
+    for idx in data.by_speaker:
+        embs = []
+        for i in idx[:per_speaker]:
+            mel = torch.from_numpy(data.mels[i][:max_frames]).unsqueeze(0).to(device)
+            embs.append(model.embed(mel)[0])
+        mean = torch.stack(embs).mean(0) if embs else torch.zeros(model.cfg.speaker_dim, device=device)
+        rows.append(torch.nn.functional.normalize(mean, dim=0))
+    model.train()
+    return torch.stack(rows).cpu()
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+class RunLogger:
+    """Rank-0 logging to TensorBoard and ``log.jsonl``; every other rank gets a no-op."""
+
+    def __init__(self, run: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        self.jsonl = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tb"))
+            self.jsonl = (run / "log.jsonl").open("a")
+
+    def log(self, kind: str, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for k, v in values.items():
+            self.tb.add_scalar(f"{kind}/{k}", v, step)
+        self.jsonl.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()
+            self.jsonl.close()
+
+
+def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
+    for section in ("mel", "model", "loss"):
+        a, b = to_dict(getattr(cfg, section)), to_dict(getattr(ckpt_cfg, section))
+        if section == "model":
+            a.pop("n_speakers", None), b.pop("n_speakers", None)
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        if diff:
+            raise ClsvcError(
+                f"{where}: checkpoint was trained with a different {section} config (differs in "
+                f"{', '.join(f'{section}.{k}' for k in diff)}); resume with the run's own config "
+                "(omit --config) or start a new run with another --out"
+            )
+
+
+def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = False,
+          device: str = "auto", progress: bool = True,
+          on_log: Callable[[str, int, dict[str, float]], None] | None = None,
+          overrides: list[str] | None = None) -> Path:
+    """Train ClsVC on the preprocessed features in ``data``; returns the last checkpoint path.
+
+    With ``resume``, training continues from ``run/checkpoints/last.pt`` exactly where it
+    stopped (same batches, same RNG); ``cfg`` may then be None (use the run's config) or differ
+    only in the ``train``/``optim`` sections (e.g. a larger ``train.max_steps``); ``overrides``
+    are applied to the run's config when ``cfg`` is None.
+    """
+    run = Path(run)
+    info = dist_utils.setup(device)
+    try:
+        return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [])
+    finally:
+        dist_utils.teardown()
+
+
+def _prepare_run_dir(run: Path, resume: bool) -> Path:
+    last = run / "checkpoints" / LAST
+    if not resume and last.exists():
+        raise ClsvcError(
+            f"{run}: already holds a trained run ({last}); pass --resume to continue it or "
+            "choose another --out"
+        )
+    if resume and not last.exists():
+        raise ClsvcError(f"{run}: nothing to resume (no checkpoints/{LAST}); drop --resume to start")
+    try:
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ClsvcError(f"{run}: cannot create the run folder ({e.strerror}); choose a writable --out") from None
+    probe = run / ".write-test"
+    try:
+        probe.write_text("")
+        probe.unlink()
+    except OSError:
+        raise ClsvcError(f"{run}: folder is not writable; choose another --out") from None
+    return last
+
+
+def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
+           progress: bool, on_log, overrides: list[str]) -> Path:
+    from tqdm import tqdm
+
+    last = run / "checkpoints" / LAST
+    if info.is_main:
+        _prepare_run_dir(run, resume)
+    dist_utils.barrier(info)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(last, map_location="cpu")
+        ckpt_cfg = config_from_dict(ckpt["config"], f"{last} (config)")
+        if cfg is None:
+            cfg = with_overrides(ckpt_cfg, overrides, "run config + overrides") if overrides else ckpt_cfg
+        _check_resume_config(cfg, ckpt_cfg, last)
+    if cfg is None:
+        raise ClsvcError("no config given; pass --config (e.g. --config cpu)")
+
+    check_features_mel(data, cfg.mel)
+    entries = read_manifest(data)
+    train_set = FeatureSet(data, ("train",), entries=entries)
+    if len(train_set.speakers) < 2:
+        raise ClsvcError(
+            f"{data}: training needs at least 2 speakers with 'train' utterances, found "
+            f"{len(train_set.speakers)}; preprocess a multi-speaker corpus"
+        )
+    if ckpt is not None and list(ckpt["speakers"]) != train_set.speakers:
+        raise ClsvcError(
+            f"{data}: the training speakers differ from those of {last}; resume on the same "
+            "preprocessed data"
+        )
+    val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries)
+    cfg.model.n_speakers = len(train_set.speakers)
+
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    ws = info.world_size
+    if cfg.train.batch_size % ws:
+        raise ClsvcError(
+            f"train.batch_size {cfg.train.batch_size} is not divisible by the {ws} processes; "
+            "pick a multiple of the process count"
+        )
+    local_bs = cfg.train.batch_size // ws
+
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+    model = build_model(cfg).to(info.device)
+    net: torch.nn.Module = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg)
+    scaler = None
+    if info.device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported():
+        scaler = torch.amp.GradScaler("cuda")
+    gen = torch.Generator().manual_seed(cfg.train.seed + 1000 * info.rank)
+    state = TrainState(cfg, model, net, optimizer, scaler, gen, train_set.speakers)
+    if ckpt is not None:
+        restore(state, ckpt, info.rank)
+        state.cfg = cfg  # keep the (possibly extended) train/optim settings of this command
+        for group, base in zip(optimizer.param_groups, (cfg.optim.lr, cfg.optim.lr * cfg.optim.adversary_lr_mult)):
+            group["lr"] = base
+
+    if info.is_main:
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    logger = RunLogger(run, info.is_main)
+    val_batches = (val_set.fixed_batches(cfg.train.val_batches, cfg.train.batch_size,
+                                         cfg.train.crop_frames, cfg.train.pad_value)
+                   if len(val_set) else [])
+
+    saved = {"step": -1}
+
+    def save(path: Path) -> None:
+        if path == last and saved["step"] == state.step:
+            return
+        saved["step"] = state.step if path == last else saved["step"]
+        gens = dist_utils.gather_objects(state.data_gen.get_state(), info)
+        if info.is_main:
+            state.speaker_table = speaker_table(model, train_set, cfg.train.table_utterances, info.device)
+            save_checkpoint(path, payload(state, gens if info.enabled else None))
+
+    t = cfg.train
+    bar = tqdm(total=t.max_steps, initial=state.step, desc="train", unit="step",
+               disable=not (progress and info.is_main), dynamic_ncols=True)
+    window: dict[str, float] = {}
+    n_window = 0
+    start = time.monotonic() - state.elapsed
+    interrupted = False
+    try:
+        while state.step < t.max_steps:
+            batch = train_set.sample(local_bs, t.crop_frames, state.data_gen, t.sampling, t.pad_value)
+            terms = train_step(state, batch, info.device)
+            state.elapsed = time.monotonic() - start
+            for k, v in terms.items():
+                window[k] = window.get(k, 0.0) + v
+            n_window += 1
+            bar.update(1)
+            if state.step % t.log_every == 0 or state.step == t.max_steps:
+                avg = {k: v / n_window for k, v in window.items()}
+                avg["minutes"] = state.elapsed / 60
+                logger.log("train", state.step, avg)
+                if on_log is not None and info.is_main:
+                    on_log("train", state.step, avg)
+                bar.set_postfix(recon=f"{avg['recon']:.4f}", cls_acc=f"{avg['cls_acc']:.2f}",
+                                adv_acc=f"{avg['adv_acc']:.2f}")
+                window, n_window = {}, 0
+            if val_batches and info.is_main and state.step % t.val_every == 0:
+                v = validate(state, val_batches, info.device)
+                logger.log("val", state.step, v)
+                if on_log is not None:
+                    on_log("val", state.step, v)
+            if state.step % t.ckpt_every == 0:
+                save(last)
+                if t.keep_every and state.step % t.keep_every == 0 and info.is_main:
+                    save_checkpoint(run / "checkpoints" / f"step_{state.step:07d}.pt", payload(state))
+            over_time = t.max_minutes > 0 and state.elapsed >= t.max_minutes * 60
+            if dist_utils.any_true(over_time, info):
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    save(last)  # also on Ctrl-C: nothing learned is lost, `--resume` continues from here
+    if val_batches and info.is_main:
+        v = validate(state, val_batches, info.device)
+        logger.log("val", state.step, v)
+        if on_log is not None:
+            on_log("val", state.step, v)
+    logger.close()
+    if interrupted:
+        raise KeyboardInterrupt
+    return last
+
+
+def read_log(run: str | Path, kind: str = "train") -> list[dict[str, Any]]:
+    """Rows of ``log.jsonl`` of the given kind (``train`` or ``val``)."""
+    path = Path(run) / "log.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("kind") == kind]
+
+
+__all__ = ["train", "train_step", "validate", "speaker_table", "read_log", "LAST"]
