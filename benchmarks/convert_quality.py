@@ -15,6 +15,10 @@ mel -> Griffin-Lim (the best a mel system can do with this vocoder) and the unco
 through the same path. It also probes the frozen codes with fresh classifiers (speaker accuracy
 from C_x frames, C_x pooled and S_x). Results: ``OUT/quality.json`` and ``OUT/quality.md``.
 
+With ``--real`` it also trains on LibriSpeech ``train-clean-100-sample`` (251 real speakers) and
+adds a "real-unseen" condition: one-shot conversion between the 10 real ``test-other-sample``
+speakers, none of them trained on (3 references each).
+
     python benchmarks/convert_quality.py --name cpu --config cpu --minutes 60
     python benchmarks/convert_quality.py --name paper --config cpu-paper --minutes 60 train.threads=1
 """
@@ -53,6 +57,11 @@ def parse_args(argv=None):
     p.add_argument("--eval-only", action="store_true", help="score the existing checkpoint")
     p.add_argument("--checkpoint", type=Path, help="score this checkpoint instead of training")
     p.add_argument("--samples", type=int, default=6, help="converted wavs to keep per condition")
+    p.add_argument("--real", action="store_true",
+                   help="also train on LibriSpeech train-clean-100-sample and score one-shot conversion "
+                        "between the real test-other-sample speakers (never trained on)")
+    p.add_argument("--librispeech", type=Path, default=DEFAULT_CORPUS.parent / "librispeech")
+    p.add_argument("--real-pairs", type=int, default=36)
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. loss.lambda_adv=1.0")
     return p.parse_args(argv)
 
@@ -65,10 +74,19 @@ def prepare(args) -> Path:
     from clsvc.config import MelConfig
     from clsvc.data import SplitSpec, preprocess
 
-    feats = args.work / "features"
-    preprocess(args.corpus, feats, MelConfig(), split=SplitSpec(
-        unseen=UNSEEN, holdout_regex=r"_(05[1-9]|060)$"), progress=False)
+    corpora, unseen = [args.corpus], list(UNSEEN)
+    if args.real:
+        corpora += [args.librispeech / "train-clean-100-sample", args.librispeech / "test-other-sample"]
+        unseen += real_speakers(args)
+    feats = args.work / ("features-real" if args.real else "features")
+    preprocess(corpora, feats, MelConfig(), split=SplitSpec(
+        unseen=unseen, holdout_regex=r"_(05[1-9]|060)$"), progress=False)
     return feats
+
+
+def real_speakers(args) -> list[str]:
+    root = args.librispeech / "test-other-sample"
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
 def run_training(args, feats: Path, run: Path) -> Path:
@@ -123,7 +141,7 @@ def probes(vc, feats: Path) -> dict:
     }
 
 
-def evaluate(args, ckpt: Path, out: Path) -> dict:
+def evaluate(args, ckpt: Path, out: Path, feats: Path) -> dict:
     import clsvc
     from clsvc.audio import load_wav, save_wav, wav_to_mel
     from clsvc.evaluation.similarity import centroid, cosine, embed_wav
@@ -138,36 +156,46 @@ def evaluate(args, ckpt: Path, out: Path) -> dict:
 
     samples = out / "samples"
     samples.mkdir(parents=True, exist_ok=True)
-    rows = []
-    conditions = [("seen", SEEN, args.seen_pairs), ("unseen", UNSEEN, args.unseen_pairs)]
-    for cond, targets, n in conditions:
-        for i in range(n):
+    jobs = []  # (condition, source voice, target voice, source file, real target file, refs or None)
+    for cond, targets, n in (("seen", SEEN, args.seen_pairs), ("unseen", UNSEEN, args.unseen_pairs)):
+        for _ in range(n):
             src = rng.choice(SEEN)
             tgt = rng.choice([t for t in targets if t != src])
             sent = rng.choice(list(TEST_SENTS))
-            src_path = utt(args.corpus, src, sent)
-            if cond == "seen":
-                spk = vc.speaker_embedding(tgt)
-                refs = []
-            else:
-                refs = [utt(args.corpus, tgt, s) for s in rng.sample(list(TRAIN_SENTS), args.refs)]
-                spk = vc.embed(refs)
-            src_mel = vc.mel(src_path)
-            conv = vc.vocode(vc.convert_mel(src_mel, spk))
-            real_tgt = vc.vocode(wav_to_mel(load_wav(utt(args.corpus, tgt, sent), vc.mel_cfg), vc.mel_cfg))
-            src_gl = vc.vocode(src_mel)
-            if i < args.samples:
-                save_wav(samples / f"{cond}_{i:02d}_{src}-to-{tgt}_{sent:03d}.wav", conv, sr)
-            row = {"condition": cond, "source": src, "target": tgt, "sentence": sent,
-                   "refs": [p.name for p in refs]}
-            for kind, wav in (("converted", conv), ("target_gl", real_tgt), ("source_gl", src_gl)):
-                e = embed_wav(wav, sr)
-                row[f"{kind}_cos_tgt"] = cosine(e, cent[tgt])
-                row[f"{kind}_cos_src"] = cosine(e, cent[src])
-            rows.append(row)
+            refs = (None if cond == "seen"
+                    else [utt(args.corpus, tgt, s) for s in rng.sample(list(TRAIN_SENTS), args.refs)])
+            jobs.append((cond, src, tgt, utt(args.corpus, src, sent), utt(args.corpus, tgt, sent), refs))
+    if args.real:
+        # Real read speech, both speakers unseen: per speaker, files 0-3 make the Resemblyzer
+        # centroid, 4-6 are the references, 7-9 are sources and real-target bounds.
+        files = {spk: sorted((args.librispeech / "test-other-sample" / spk).glob("*.flac"))
+                 for spk in real_speakers(args)}
+        for spk, fs in files.items():
+            cent[spk] = centroid([embed_wav(load_wav(f, vc.mel_cfg), sr) for f in fs[:4]])
+        for _ in range(args.real_pairs):
+            src, tgt = rng.sample(sorted(files), 2)
+            jobs.append(("real-unseen", src, tgt, rng.choice(files[src][7:]), rng.choice(files[tgt][7:]),
+                         files[tgt][4:7]))
+
+    rows = []
+    for i, (cond, src, tgt, src_path, tgt_path, refs) in enumerate(jobs):
+        spk = vc.speaker_embedding(tgt) if refs is None else vc.embed(refs)
+        src_mel = vc.mel(src_path)
+        conv = vc.vocode(vc.convert_mel(src_mel, spk))
+        real_tgt = vc.vocode(wav_to_mel(load_wav(tgt_path, vc.mel_cfg), vc.mel_cfg))
+        src_gl = vc.vocode(src_mel)
+        if sum(r["condition"] == cond for r in rows) < args.samples:
+            save_wav(samples / f"{cond}_{i:03d}_{src}-to-{tgt}_{src_path.stem}.wav", conv, sr)
+        row = {"condition": cond, "source": src, "target": tgt, "source_file": src_path.name,
+               "refs": [p.name for p in refs or []]}
+        for kind, wav in (("converted", conv), ("target_gl", real_tgt), ("source_gl", src_gl)):
+            e = embed_wav(wav, sr)
+            row[f"{kind}_cos_tgt"] = cosine(e, cent[tgt])
+            row[f"{kind}_cos_src"] = cosine(e, cent[src])
+        rows.append(row)
 
     summary = {}
-    for cond, _, _ in conditions:
+    for cond in dict.fromkeys(r["condition"] for r in rows):
         rs = [r for r in rows if r["condition"] == cond]
         summary[cond] = {}
         for kind in ("converted", "target_gl", "source_gl"):
@@ -175,7 +203,7 @@ def evaluate(args, ckpt: Path, out: Path) -> dict:
             s = np.array([r[f"{kind}_cos_src"] for r in rs])
             summary[cond][kind] = {"cos_tgt": float(t.mean()), "cos_src": float(s.mean()),
                                    "closer_to_target": float((t > s).mean()), "n": len(rs)}
-    return {"summary": summary, "rows": rows, "probes": probes(vc, args.work / "features")}
+    return {"summary": summary, "rows": rows, "probes": probes(vc, feats)}
 
 
 def markdown(name: str, result: dict) -> str:
@@ -218,7 +246,7 @@ def main(argv=None) -> int:
         "final_train": train_rows[-1] if train_rows else {},
         "date": time.strftime("%Y-%m-%d"), "machine": machine(),
     }
-    result.update(evaluate(args, ckpt, out))
+    result.update(evaluate(args, ckpt, out, feats))
     result["wall_minutes"] = (time.time() - t0) / 60
     (out / "quality.json").write_text(json.dumps(result, indent=2))
     md = markdown(args.name, result)
@@ -231,7 +259,15 @@ def machine() -> str:
     import os
     import platform
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    model = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -114,3 +114,14 @@ def test_crop_sampler(features):
     b3 = ds.sample(6, 16, torch.Generator().manual_seed(0))
     assert torch.equal(b2.mel, b3.mel) and torch.equal(b2.speaker, b3.speaker)
     assert (b2.lengths == 16).all()
+
+
+def test_preprocess_several_corpora(tmp_path):
+    a = write_corpus(tmp_path / "a", n_utts=2, seconds=0.8)
+    b = tmp_path / "b"
+    _wav(b / "other" / "other_001.wav")
+    entries = preprocess([a, b], tmp_path / "f", MelConfig(), jobs=1, progress=False)
+    assert {e.speaker for e in entries} == {"spk_a", "spk_b", "spk_c", "other"}
+    _wav(b / "spk_a" / "spk_a_001.wav")  # same speaker name in two corpora
+    with pytest.raises(ClsvcError, match="appears in both"):
+        preprocess([a, b], tmp_path / "g", MelConfig(), jobs=1, progress=False)

@@ -38,7 +38,7 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
     from .config import load_config
     from .data import SplitSpec, preprocess
 
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_config(a.config)
     spec = SplitSpec(unseen=_csv_list(a.unseen or ""), num_unseen=a.num_unseen,
                      holdout_per_speaker=a.holdout_per_speaker, holdout_regex=a.holdout_regex or "",
                      seed=a.seed)
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("preprocess", help="corpus -> mel features + manifest")
-    s.add_argument("corpus", help="corpus folder (VCTK, LibriSpeech or one folder per speaker)")
+    s.add_argument("corpus", nargs="+", help="corpus folder(s): VCTK, LibriSpeech or one folder per speaker")
     s.add_argument("--out", required=True, help="feature folder to write (re-runs skip finished files)")
     s.add_argument("--corpus-kind", default="auto", choices=["auto", "vctk", "librispeech", "folders"])
     s.add_argument("--config", default=None, help="config whose mel section to use (default: the paper's)")
@@ -175,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=0, help="worker processes (default: all cores)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("overrides", nargs="*", help="mel.key=value overrides")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("train", help="train ClsVC (torchrun -m clsvc train ... for several GPUs)")

@@ -125,7 +125,7 @@ def _process_one(args: tuple) -> tuple[int, str]:
 
 
 def preprocess(
-    corpus: str | Path,
+    corpus: str | Path | list[str | Path],
     out: str | Path,
     mel_cfg: MelConfig,
     kind: str = "auto",
@@ -136,16 +136,26 @@ def preprocess(
     speakers: list[str] | None = None,
     progress: bool = True,
 ) -> list[Entry]:
-    """Preprocess ``corpus`` into ``out``; returns the manifest entries that were written."""
+    """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
+    ``out``; returns the manifest entries that were written."""
     from tqdm import tqdm
 
     out = Path(out)
     split = split or SplitSpec()
-    utts = read_corpus(corpus, kind)
+    corpora = [Path(c) for c in corpus] if isinstance(corpus, (list, tuple)) else [Path(corpus)]
+    utts, owner = [], {}
+    for c in corpora:
+        for u in read_corpus(c, kind):
+            if owner.setdefault(u.speaker, c) != c:
+                raise ClsvcError(
+                    f"speaker {u.speaker} appears in both {owner[u.speaker]} and {c}; "
+                    "preprocess them into separate folders or rename one speaker folder"
+                )
+            utts.append(u)
     if speakers:
         missing = sorted(set(speakers) - {u.speaker for u in utts})
         if missing:
-            raise ClsvcError(f"--speakers: {', '.join(missing)} not found in {corpus}")
+            raise ClsvcError(f"--speakers: {', '.join(missing)} not found in {', '.join(map(str, corpora))}")
         utts = [u for u in utts if u.speaker in set(speakers)]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +165,7 @@ def preprocess(
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
     check_features_mel(out, mel_cfg)
     assign_splits(utts, split)  # fail on bad speaker names before any work
-    settings = {"corpus": str(Path(corpus).resolve()), "kind": kind, "trim_db": trim_db,
+    settings = {"corpus": [str(c.resolve()) for c in corpora], "kind": kind, "trim_db": trim_db,
                 "min_frames": min_frames, "split": asdict(split)}
     write_features_info(out, mel_cfg, settings)
 
@@ -188,7 +198,7 @@ def preprocess(
     usable = [u for u in utts if (u.speaker, u.utt_id) in frames]
     if not usable:
         raise ClsvcError(
-            f"{corpus}: none of the {len(utts)} files could be used (first reason: "
+            f"{', '.join(map(str, corpora))}: none of the {len(utts)} files could be used (first reason: "
             f"{skipped[0][1] if skipped else 'none'})"
         )
     # Split only the usable utterances, so a skipped file never takes a held-out slot.

@@ -27,8 +27,19 @@ from .layers import (
 )
 
 
-def _lstm(din: int, hidden: int, layers: int, bidirectional: bool) -> nn.LSTM:
+def _lstm(din: int, hidden: int, layers: int, bidirectional: bool) -> nn.LSTM | None:
+    if hidden <= 0 or layers <= 0:
+        return None
     return nn.LSTM(din, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+
+
+def _conv_stack(din: int, channels: int, layers: int, cfg: ModelConfig) -> tuple[nn.Sequential, int]:
+    """``layers`` conv blocks (k=cfg.kernel_size, ReLU) on (B, C, T); returns (stack, out dim)."""
+    convs = []
+    for _ in range(layers):
+        convs.append(ConvBlock(din, channels, cfg.kernel_size, cfg.norm))
+        din = channels
+    return nn.Sequential(*convs), din
 
 
 class Encoder(nn.Module):
@@ -36,14 +47,9 @@ class Encoder(nn.Module):
 
     def __init__(self, n_mels: int, cfg: ModelConfig):
         super().__init__()
-        convs, d = [], n_mels
-        for _ in range(cfg.enc_conv_layers):
-            convs.append(ConvBlock(d, cfg.enc_channels, cfg.kernel_size, cfg.norm))
-            d = cfg.enc_channels
-        self.convs = nn.Sequential(*convs)
-        self.lstm = None
-        if cfg.enc_lstm_hidden > 0 and cfg.enc_lstm_layers > 0:
-            self.lstm = _lstm(d, cfg.enc_lstm_hidden, cfg.enc_lstm_layers, bidirectional=True)
+        self.convs, d = _conv_stack(n_mels, cfg.enc_channels, cfg.enc_conv_layers, cfg)
+        self.lstm = _lstm(d, cfg.enc_lstm_hidden, cfg.enc_lstm_layers, bidirectional=True)
+        if self.lstm is not None:
             d = 2 * cfg.enc_lstm_hidden
         self.proj = nn.Linear(d, cfg.speaker_dim + cfg.content_dim)
 
@@ -66,14 +72,9 @@ class Decoder(nn.Module):
         else:
             self.pre = nn.Linear(din, cfg.dec_channels)
             d = cfg.dec_channels
-        convs = []
-        for _ in range(cfg.dec_conv_layers):
-            convs.append(ConvBlock(d, cfg.dec_channels, cfg.kernel_size, cfg.norm))
-            d = cfg.dec_channels
-        self.convs = nn.Sequential(*convs)
-        self.lstm = None
-        if cfg.dec_lstm_hidden > 0 and cfg.dec_lstm_layers > 0:
-            self.lstm = _lstm(d, cfg.dec_lstm_hidden, cfg.dec_lstm_layers, bidirectional=False)
+        self.convs, d = _conv_stack(d, cfg.dec_channels, cfg.dec_conv_layers, cfg)
+        self.lstm = _lstm(d, cfg.dec_lstm_hidden, cfg.dec_lstm_layers, bidirectional=False)
+        if self.lstm is not None:
             d = cfg.dec_lstm_hidden
         self.out = nn.Linear(d, n_mels)
         post = []
