@@ -278,8 +278,13 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             save_checkpoint(path, payload(state, gens if info.enabled else None))
 
     t = cfg.train
-    bar = tqdm(total=t.max_steps, initial=state.step, desc="train", unit="step",
-               disable=not (progress and info.is_main), dynamic_ncols=True)
+    # A wall-clock budget ends training long before max_steps: the bar then counts seconds of
+    # the budget (the step is in the postfix) so its ETA is true.
+    by_time = t.max_minutes > 0
+    bar = tqdm(total=int(t.max_minutes * 60) if by_time else t.max_steps,
+               initial=int(state.elapsed) if by_time else state.step, desc="train",
+               unit="s" if by_time else "step", disable=not (progress and info.is_main),
+               dynamic_ncols=True)
     window: dict[str, float] = {}
     n_window = 0
     start = time.monotonic() - state.elapsed
@@ -292,14 +297,14 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             for k, v in terms.items():
                 window[k] = window.get(k, 0.0) + v
             n_window += 1
-            bar.update(1)
+            bar.update(min(int(state.elapsed), bar.total) - bar.n if by_time else 1)
             if state.step % t.log_every == 0 or state.step == t.max_steps:
                 avg = {k: v / n_window for k, v in window.items()}
                 avg["minutes"] = state.elapsed / 60
                 logger.log("train", state.step, avg)
                 if on_log is not None and info.is_main:
                     on_log("train", state.step, avg)
-                bar.set_postfix(recon=f"{avg['recon']:.4f}", cls_acc=f"{avg['cls_acc']:.2f}",
+                bar.set_postfix(step=state.step, recon=f"{avg['recon']:.4f}", cls_acc=f"{avg['cls_acc']:.2f}",
                                 adv_acc=f"{avg['adv_acc']:.2f}")
                 window, n_window = {}, 0
             if val_batches and info.is_main and state.step % t.val_every == 0:
