@@ -108,37 +108,13 @@ def run_training(args, feats: Path, run: Path) -> Path:
     return train(None if resume else cfg, feats, run, resume=resume, progress=False, on_log=on_log)
 
 
-def codes(vc, feats: Path, entries, max_per_utt: int = 64):
-    """(content frames, content pooled, speaker) codes of manifest entries, plus labels."""
-    frames, pooled, spk, lab_f, lab_u = [], [], [], [], []
-    names = sorted({e.speaker for e in entries})
-    for e in entries:
-        mel = torch.from_numpy(np.load(feats / e.feature)).unsqueeze(0)
-        c = vc.model.content(mel)[0].numpy()
-        s = vc.model.embed(mel)[0].numpy()
-        idx = np.random.default_rng(len(frames)).choice(len(c), size=min(max_per_utt, len(c)), replace=False)
-        frames.append(c[idx])
-        lab_f.append(np.full(len(idx), names.index(e.speaker)))
-        pooled.append(c.mean(0))
-        spk.append(s)
-        lab_u.append(names.index(e.speaker))
-    return (np.concatenate(frames), np.concatenate(lab_f), np.stack(pooled), np.stack(spk),
-            np.array(lab_u))
-
-
 def probes(vc, feats: Path) -> dict:
     from clsvc.data import read_manifest
-    from clsvc.evaluation.probes import probe_accuracy
+    from clsvc.evaluation.probes import probe_codes
 
     entries = [e for e in read_manifest(feats) if e.speaker in SEEN]
-    tr = codes(vc, feats, [e for e in entries if e.split == "train"])
-    te = codes(vc, feats, [e for e in entries if e.split == "val"])
-    return {
-        "chance": 1 / len(SEEN),
-        "content_frame": probe_accuracy(tr[0], tr[1], te[0], te[1]),
-        "content_pooled": probe_accuracy(tr[2], tr[4], te[2], te[4], epochs=200, batch_size=64),
-        "speaker": probe_accuracy(tr[3], tr[4], te[3], te[4], epochs=200, batch_size=64),
-    }
+    return probe_codes(vc.model, feats, [e for e in entries if e.split == "train"],
+                       [e for e in entries if e.split == "val"])
 
 
 def evaluate(args, ckpt: Path, out: Path, feats: Path) -> dict:

@@ -53,14 +53,19 @@ def synth_utterance(f0: float, tract: float, seed: int, seconds: float = 1.2) ->
     return (0.5 * out / np.max(np.abs(out))).astype(np.float32)
 
 
-def write_corpus(root: Path, n_utts: int = 6, seconds: float = 1.2) -> Path:
+GENDERS = {"spk_a": "M", "spk_b": "F", "spk_c": "M", "spk_d": "F", "spk_e": "M"}
+MORE_SPEAKERS = {"spk_d": (180.0, 1.10), "spk_e": (130.0, 0.90)}
+
+
+def write_corpus(root: Path, n_utts: int = 6, seconds: float = 1.2, speakers: dict | None = None) -> Path:
+    speakers = SPEAKERS if speakers is None else speakers
     root.mkdir(parents=True, exist_ok=True)
-    for s, (spk, (f0, tract)) in enumerate(SPEAKERS.items()):
+    for s, (spk, (f0, tract)) in enumerate(speakers.items()):
         (root / spk).mkdir(exist_ok=True)
         for i in range(n_utts):
             wav = synth_utterance(f0, tract, seed=100 * s + i, seconds=seconds)
             sf.write(root / spk / f"{spk}_{i + 1:03d}.wav", wav, SR)
-    (root / "speakers.tsv").write_text("speaker\tgender\nspk_a\tM\nspk_b\tF\nspk_c\tM\n")
+    (root / "speakers.tsv").write_text("speaker\tgender\n" + "".join(f"{k}\t{GENDERS[k]}\n" for k in speakers))
     return root
 
 

@@ -33,14 +33,14 @@ def test_grl_flips_and_scales_gradients():
 def test_shapes():
     model, cfg = make()
     mel, lengths, spk = batch()
-    out = model(mel, lengths, torch.roll(torch.arange(4), 1))
+    out = model.run(mel, lengths, torch.roll(torch.arange(4), 1))
     s, c = cfg.model.speaker_dim, cfg.model.content_dim
     assert out.speaker.shape == (4, s) and out.content.shape == (4, 32, c)
     assert out.mel_post.shape == mel.shape and out.mel_out.shape == mel.shape
     assert out.spk_logits.shape == (4, 3) and out.adv_logits.shape == (4, 32, 3)
     assert out.conv_speaker.shape == (4, s) and out.conv_content.shape == (4, 32, c)
     pooled, _ = make("model.adversary_input=pooled")
-    assert pooled(mel, lengths).adv_logits.shape == (4, 3)
+    assert pooled.run(mel, lengths).adv_logits.shape == (4, 3)
 
 
 def test_speaker_code_ignores_padding():
@@ -72,7 +72,7 @@ def _terms(*extra):
     model, cfg = make(*extra)
     mel, lengths, spk = batch()
     perm = torch.roll(torch.arange(4), 1) if cfg.loss.convert_code or cfg.loss.convert_cls else None
-    out = model(mel, lengths, perm)
+    out = model.run(mel, lengths, perm)
     total, terms = clsvc_losses(out, mel, spk, cfg.loss)
     return model, total, terms
 
@@ -121,12 +121,12 @@ def _grads(model, loss):
 def test_grl_reverses_the_adversarial_gradient_for_the_encoder_only():
     model, cfg = make()
     mel, lengths, spk = batch()
-    out = model(mel, lengths)
+    out = model.run(mel, lengths)
     _, t = clsvc_losses(out, mel, spk, cfg.loss)
     enc_g, adv_g = _grads(model, t["adv"])
     # Same loss through a plain (non-reversed) path: the adversary's gradient is identical, the
     # encoder's is its negative.
-    out2 = model(mel, lengths)
+    out2 = model.run(mel, lengths)
     logits = model.classify_content(out2.content, out2.mask)
     from clsvc.models.losses import _frame_ce
 
@@ -139,13 +139,13 @@ def test_grl_reverses_the_adversarial_gradient_for_the_encoder_only():
 def test_entropy_adversary_routes_each_objective_to_its_player():
     model, cfg = make("loss.adversarial=entropy")
     mel, lengths, spk = batch()
-    out = model(mel, lengths)
+    out = model.run(mel, lengths)
     from clsvc.models.losses import _frame_ce, _uniform_ce
 
     ce, _ = _frame_ce(out.adv_logits, spk, out.mask)
     enc_g, adv_g = _grads(model, ce)  # C2's own CE never reaches the encoder
     assert enc_g.abs().sum() == 0 and adv_g.abs().sum() > 0
-    out = model(mel, lengths)
+    out = model.run(mel, lengths)
     model.zero_grad()
     _uniform_ce(out.enc_adv_logits, out.mask).backward()  # the encoder's term never moves C2
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.adversary.parameters())

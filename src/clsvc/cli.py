@@ -145,6 +145,53 @@ def cmd_info(a: argparse.Namespace) -> None:
     print(yaml.safe_dump(ckpt["config"], sort_keys=False).rstrip())
 
 
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from .data import read_manifest
+    from .evaluation.suite import EvalConfig, build_protocol, evaluate, write_pairs
+
+    cfg = EvalConfig()
+    cfg = replace(cfg, seen_pairs=a.seen_pairs, unseen_pairs=a.unseen_pairs, refs=a.refs, seed=a.seed,
+                  seen_target=a.seen_target, samples=a.samples, threshold=a.threshold,
+                  mcd=not a.no_mcd, asr=not a.no_asr, probes=not a.no_probes, tsne=not a.no_tsne,
+                  bounds=not a.no_bounds)
+    if a.export_pairs:
+        out = Path(a.export_pairs)
+        _writable_output(out, a.force)
+        protocol = build_protocol(read_manifest(a.data), cfg)
+        if not protocol.pairs:
+            raise ClsvcError(f"{a.data}: no pairs could be made ({'; '.join(protocol.notes)})")
+        write_pairs(out, protocol.pairs)
+        print(f"wrote {out}: {len(protocol.pairs)} pairs; convert each source into the target voice, "
+              "write the file named in the `converted` column (relative to the CSV), then run "
+              f"`clsvc evaluate --data {a.data} --pairs {out} --out DIR`")
+        return
+    if a.out is None:
+        raise ClsvcError("pass --out DIR (the report folder)")
+    metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=a.device,
+                       force=a.force, progress=not a.quiet, title=a.title)
+    for group, kinds in metrics["summary"].items():
+        if "/" in group or "converted" not in kinds:
+            continue
+        m = kinds["converted"]
+        parts = [f"{group}: n={m['cos_tgt']['n']}"]
+        for key, label in (("mcd_audio", "MCD audio"), ("mcd_feat", "MCD log-mel"), ("cos_tgt", "cos tgt"),
+                           ("cos_src", "cos src"), ("closer", "closer"), ("wer", "WER")):
+            if key in m:
+                v = m[key]["mean"]
+                parts.append(f"{label} {100 * v:.0f}%" if key == "closer" else f"{label} {v:.3f}")
+        print("  ".join(parts))
+    print(f"wrote {a.out}/report.md")
+
+
+def cmd_experiment(a: argparse.Namespace) -> None:
+    from .experiment import run_experiment
+
+    run_experiment(a.file, work=a.work, only=_csv_list(a.only) if a.only else None, progress=not a.quiet,
+                   force_eval=a.force_eval)
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -211,6 +258,40 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("info", help="what a checkpoint holds")
     s.add_argument("checkpoint")
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("evaluate", help="convert a fixed protocol of pairs and score it (report.md)")
+    s.add_argument("--data", required=True, help="folder written by `clsvc preprocess` (the test corpus)")
+    s.add_argument("--checkpoint", help="model to evaluate")
+    s.add_argument("--pairs", help="score another system: pair list (from --export-pairs) whose "
+                                   "`converted` column points at its wav files")
+    s.add_argument("--export-pairs", metavar="CSV", help="only write the protocol's pair list and exit")
+    s.add_argument("--out", help="report folder (report.md, metrics.json, plots/, samples/)")
+    s.add_argument("--seen-pairs", type=int, default=48)
+    s.add_argument("--unseen-pairs", type=int, default=36)
+    s.add_argument("--refs", type=int, default=3, help="reference utterances per one-shot target")
+    s.add_argument("--seen-target", choices=["table", "refs"], default="table",
+                   help="seen targets: stored training embedding, or references like one-shot")
+    s.add_argument("--threshold", type=float, default=0.84, help="acceptance threshold (the paper's 0.84)")
+    s.add_argument("--samples", type=int, default=4, help="converted wavs kept per condition")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-mcd", action="store_true")
+    s.add_argument("--no-asr", action="store_true")
+    s.add_argument("--no-probes", action="store_true")
+    s.add_argument("--no-tsne", action="store_true")
+    s.add_argument("--no-bounds", action="store_true", help="skip the Griffin-Lim bounds (faster)")
+    s.add_argument("--title", help="report title")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--force", action="store_true", help="replace an existing report folder")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("experiment", help="train and evaluate several systems, write the comparison")
+    s.add_argument("file", help="experiment YAML (e.g. configs/experiments/bench-cpu.yaml or bench-cpu)")
+    s.add_argument("--work", help="work folder (default runs/experiments/NAME)")
+    s.add_argument("--only", help="comma-separated system names to run (the comparison covers these)")
+    s.add_argument("--force-eval", action="store_true", help="re-evaluate finished systems")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("demo", help="synthesise voices, train, convert and score (no data needed)")
     s.add_argument("--out", default="demo", help="output folder")

@@ -23,6 +23,7 @@ import yaml
 from .errors import ClsvcError
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+SYSTEMS = ("clsvc", "autovc", "vqvc", "vae", "stargan")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class ModelConfig:
     ``postnet_layers`` convs (``postnet_channels``, tanh). Any LSTM size 0 removes that LSTM.
     """
 
+    # Which system: clsvc (the paper), autovc, vqvc (VQVC+), vae (VAE-VC), stargan (StarGAN-VC2).
+    # The baselines read their own section below; the shared sizes here are reused where the
+    # architectures agree (AutoVC's encoder/decoder/postnet are ClsVC's reference).
+    system: str = "clsvc"
     n_speakers: int = 0  # set from the training data; 0 = not yet known
     speaker_dim: int = 256
     content_dim: int = 32
@@ -113,6 +118,67 @@ class LossConfig:
 
 
 @dataclass
+class AutoVCConfig:
+    """AutoVC (Qian et al. 2019): content encoder fed the mel and the source speaker's d-vector,
+    a down-sampled bottleneck, decoder + postnet from ModelConfig's sizes. The speaker vector
+    is the mean Resemblyzer (GE2E, 256-d) d-vector of a speaker's utterances."""
+
+    bottleneck_dim: int = 32  # channels of the content code (both LSTM directions together)
+    downsample: int = 32  # keep one code every `downsample` frames (then repeat it)
+    lambda_code: float = 1.0  # AutoVC's weight of the code loss
+    code_distance: str = "l1"  # AutoVC uses L1 for the code loss
+
+
+@dataclass
+class VQVCConfig:
+    """VQVC+ (Wu et al. 2020): a U-Net-like conv encoder/decoder; at each level the content is
+    the vector-quantised code and the speaker is the time-averaged residual between the
+    continuous and the quantised code, fed to the decoder at that level."""
+
+    channels: int = 256  # conv width of encoder and decoder
+    levels: int = 3  # U-Net levels (each halves the time resolution)
+    codebook_size: int = 64  # codes per level
+    code_dim: int = 64  # dimension of the quantised vectors
+    commitment: float = 0.25  # weight of the encoder commitment loss (VQ-VAE's beta)
+    codebook_ema: float = 0.0  # > 0: EMA codebook updates with this decay instead of a loss
+    # Weight of the summed VQ losses (codebook + commitment) in the total; the authors' code
+    # uses 0.1 with L1 reconstruction.
+    vq_weight: float = 1.0
+
+
+@dataclass
+class VAEConfig:
+    """VAE-VC (Hsu et al. 2016): a conditional VAE, frame-level latent from the encoder, decoder
+    conditioned on a learned speaker table (seen speakers only). Defaults are configs/vae.yaml's;
+    layer counts, kernel and norm come from ModelConfig (see clsvc.models.vae)."""
+
+    latent_dim: int = 64  # z per frame (the paper's public code: 64)
+    speaker_emb_dim: int = 128  # learned speaker table row (the paper's public code: 128)
+    channels: int = 512  # conv/LSTM width of encoder, decoder and postnet (AutoVC's 512)
+    # Weight of the KL term; recon and KL are both means per frame and dimension, so the
+    # paper's unit-variance ELBO on 10 dB units is kl_weight = latent_dim * 0.01 / 40 = 0.016.
+    kl_weight: float = 0.016
+    kl_anneal_steps: int = 10000  # linear KL warm-up (avoids posterior collapse early on)
+
+
+@dataclass
+class StarGANConfig:
+    """StarGAN-VC2 (Kaneko et al. 2019) on mel features: 2-1-2D conv generator with
+    conditional instance normalisation, projection discriminator conditioned on the
+    source-and-target pair, least-squares adversarial + cycle + identity losses."""
+
+    # Widths count a conv's channels *before* its GLU halves them (the paper's figure labels).
+    gen_channels: int = 128  # G's first 2-D conv (g); down-sampling 2g, 4g; up-sampling 8g, 4g
+    res_channels: int = 256  # 1-D width of the CIN residual blocks (their convs: 2x this)
+    res_blocks: int = 9
+    disc_channels: int = 128  # D's first 2-D conv (d); then 2d, 4d, 8d, 8d
+    lambda_cyc: float = 10.0
+    lambda_id: float = 5.0
+    id_steps: int = 10000  # the identity loss is used for the first id_steps steps only
+    disc_lr_scale: float = 0.5  # D's rate relative to optim.lr (paper: 1e-4 vs 2e-4)
+
+
+@dataclass
 class OptimConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.98)
@@ -151,6 +217,11 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Baselines' own settings (ignored unless model.system names them).
+    autovc: AutoVCConfig = field(default_factory=AutoVCConfig)
+    vqvc: VQVCConfig = field(default_factory=VQVCConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    stargan: StarGANConfig = field(default_factory=StarGANConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -342,6 +413,7 @@ def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
 def validate(cfg: Config, where: str = "config") -> None:
     """Cross-field checks that types alone cannot express."""
     m, lo, t = cfg.model, cfg.loss, cfg.train
+    _choice(m.system, SYSTEMS, f"{where}: model.system")
     _choice(m.norm, ("batch", "group", "none"), f"{where}: model.norm")
     _choice(m.content_norm, ("none", "instance"), f"{where}: model.content_norm")
     _choice(m.speaker_classifier, ("linear", "cosine"), f"{where}: model.speaker_classifier")

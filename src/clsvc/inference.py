@@ -46,13 +46,16 @@ class Converter:
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
         self.source = source
+        self.step = 0
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kw) -> "Converter":
         ckpt = load_checkpoint(path, map_location="cpu")
         model, cfg = model_from_checkpoint(ckpt, str(path))
-        return cls(model, cfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
-                   source=str(path), **kw)
+        vc = cls(model, cfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
+                 source=str(path), **kw)
+        vc.step = int(ckpt.get("step", 0))  # training steps behind the weights (for reports)
+        return vc
 
     # ------------------------------------------------------------------ features
 
@@ -84,14 +87,36 @@ class Converter:
 
     # ------------------------------------------------------------------ speakers
 
+    @property
+    def system(self) -> str:
+        return self.cfg.model.system
+
     def embed(self, audios: Audio | Sequence[Audio]) -> np.ndarray:
-        """Speaker embedding (speaker_dim,): the re-normalised mean of the unit S_x of each
-        utterance. One path/array or a list of them."""
+        """Target voice vector (speaker_dim,) from one or more utterances: the re-normalised
+        mean of each utterance's unit vector — S_x for ClsVC (and other systems with their own
+        speaker encoder), the Resemblyzer d-vector for AutoVC. Systems with only a speaker table
+        (VAE-VC, StarGAN-VC2) cannot do this: use a training speaker's name."""
         if isinstance(audios, (str, Path, np.ndarray)):
             audios = [audios]
         if len(audios) == 0:
             raise ClsvcError("no target utterances given; pass at least one --target file")
-        embs = [self.embed_mel(self.mel(a)) for a in audios]
+        kind = self.model.embedding
+        if kind == "table":
+            some = ", ".join(self.speakers[:10]) + (" ..." if len(self.speakers) > 10 else "")
+            raise ClsvcError(
+                f"{self.source}: a {self.system} model converts only into its training speakers "
+                f"(no one-shot); use --target-speaker NAME, one of: {some}"
+            )
+        if kind == "dvector":
+            from .evaluation.similarity import embed_wav
+
+            embs = []
+            for a in audios:
+                self.mel(a)  # the same length and readability checks as for every input
+                wav = load_wav(a, self.mel_cfg) if isinstance(a, (str, Path)) else np.asarray(a, np.float32)
+                embs.append(embed_wav(wav, self.sample_rate))
+        else:
+            embs = [self.embed_mel(self.mel(a)) for a in audios]
         mean = np.mean(embs, axis=0)
         return (mean / max(np.linalg.norm(mean), 1e-8)).astype(np.float32)
 
@@ -120,19 +145,25 @@ class Converter:
 
     # ------------------------------------------------------------------ conversion
 
-    def convert_mel(self, mel: np.ndarray, speaker: np.ndarray) -> np.ndarray:
-        """Source mel (frames, n_mels) + target embedding (speaker_dim,) -> converted mel."""
+    def convert_mel(self, mel: np.ndarray, speaker: np.ndarray, source: np.ndarray | None = None) -> np.ndarray:
+        """Source mel (frames, n_mels) + target vector (speaker_dim,) -> converted mel.
+        ``source``: the source speaker's vector (AutoVC needs it; see :meth:`source_vector`)."""
         spk = torch.from_numpy(np.asarray(speaker, dtype=np.float32)).to(self.device)
+        src = None
+        if self.model.needs_source_vector:
+            if source is None:
+                raise ClsvcError(f"{self.source}: a {self.system} model needs the source speaker's vector")
+            src = torch.from_numpy(np.asarray(source, dtype=np.float32)).to(self.device)
         n, size, ov = len(mel), self.chunk_frames, self.overlap_frames
         if n <= size:
-            return self.model.convert(self._tensor(mel), spk)[0].cpu().numpy()
+            return self.model.convert(self._tensor(mel), spk, src)[0].cpu().numpy()
         out = np.zeros_like(mel, dtype=np.float32)
         weight = np.zeros((n, 1), dtype=np.float32)
         hop = size - ov
         starts = list(range(0, n - ov, hop))
         for s in starts:
             e = min(s + size, n)
-            piece = self.model.convert(self._tensor(mel[s:e]), spk)[0].cpu().numpy()
+            piece = self.model.convert(self._tensor(mel[s:e]), spk, src)[0].cpu().numpy()
             w = np.ones((e - s, 1), dtype=np.float32)
             if s > 0:  # fade in over the overlap with the previous chunk
                 k = min(ov, e - s)
@@ -160,12 +191,18 @@ class Converter:
         """Convert ``source`` into the voice of ``targets`` (one-shot: one or more reference
         utterances) or of training speaker ``target_speaker``. Returns a 16 kHz waveform."""
         spk = self.target_embedding(targets, target_speaker)
-        return self.vocode(self.convert_mel(self.mel(source), spk))
+        return self.vocode(self.convert_mel(self.mel(source), spk, self.source_vector(source)))
 
-    def reconstruct(self, source: Audio) -> np.ndarray:
-        """Self-reconstruction: the source converted to its own embedding."""
+    def source_vector(self, source: Audio) -> np.ndarray | None:
+        """The source utterance's own speaker vector when the system needs it, else None."""
+        return self.embed(source) if self.model.needs_source_vector else None
+
+    def reconstruct(self, source: Audio, speaker: str | None = None) -> np.ndarray:
+        """Self-reconstruction: the source converted to its own voice — its own vector, or
+        training speaker ``speaker``'s (required by systems without one-shot embeddings)."""
         mel = self.mel(source)
-        return self.vocode(self.convert_mel(mel, self.embed_mel(mel)))
+        own = self.speaker_embedding(speaker) if speaker is not None else self.embed(source)
+        return self.vocode(self.convert_mel(mel, own, own if self.model.needs_source_vector else None))
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu", **kw) -> Converter:

@@ -43,3 +43,62 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         acc = (net(xs).argmax(-1) == ys).float().mean().item()
     torch.set_rng_state(torch_state)
     return acc
+
+
+def extract_codes(model, feats_dir, entries, max_frames_per_utt: int = 64, seed: int = 0) -> dict:
+    """Frozen codes of manifest entries from a :class:`~clsvc.models.ClsVC` ``model``.
+
+    Returns a dict of numpy arrays: ``frames`` (sum of frames, content_dim) — up to
+    ``max_frames_per_utt`` randomly chosen C_x frames per utterance —, ``frame_labels``,
+    ``pooled`` (utterances, content_dim) — time-averaged C_x —, ``speaker`` (utterances,
+    speaker_dim) — unit S_x —, ``labels`` (utterances,) and ``names`` (label -> speaker).
+    """
+    from pathlib import Path
+
+    feats_dir = Path(feats_dir)
+    names = sorted({e.speaker for e in entries})
+    rng = np.random.default_rng(seed)
+    frames, pooled, spk, lab_f, lab_u = [], [], [], [], []
+    device = next(model.parameters()).device
+    for e in entries:
+        mel = torch.from_numpy(np.load(feats_dir / e.feature)).unsqueeze(0).to(device)
+        c = model.content(mel)[0].float().cpu().numpy()
+        s = (model.embed(mel)[0].float().cpu().numpy() if getattr(model, "embedding", "mel") == "mel"
+             else np.zeros(1, dtype=np.float32))  # no speaker encoder of its own
+        idx = rng.choice(len(c), size=min(max_frames_per_utt, len(c)), replace=False)
+        frames.append(c[idx])
+        lab_f.append(np.full(len(idx), names.index(e.speaker)))
+        pooled.append(c.mean(0))
+        spk.append(s)
+        lab_u.append(names.index(e.speaker))
+    return {"frames": np.concatenate(frames), "frame_labels": np.concatenate(lab_f),
+            "pooled": np.stack(pooled), "speaker": np.stack(spk), "labels": np.array(lab_u),
+            "names": names}
+
+
+def probe_codes(model, feats_dir, train_entries, test_entries, seed: int = 0) -> dict:
+    """Speaker accuracy of fresh probes on C_x frames, pooled C_x and S_x.
+
+    Probes are trained on the codes of ``train_entries`` and tested on ``test_entries`` (other
+    utterances of the same speakers). Returns ``chance`` (1 / speakers), ``content_frame``,
+    ``content_pooled``, ``speaker`` and the counts used.
+    """
+    tr = extract_codes(model, feats_dir, train_entries, seed=seed)
+    te = extract_codes(model, feats_dir, test_entries, seed=seed + 1)
+    if tr["names"] != te["names"]:
+        keep = set(tr["names"]) & set(te["names"])
+        raise ValueError(f"probe train/test speakers differ ({len(tr['names'])} vs {len(te['names'])}, "
+                         f"{len(keep)} shared); give held-out utterances of the same speakers")
+    return {
+        "chance": 1 / len(tr["names"]),
+        "speakers": len(tr["names"]),
+        "train_utterances": len(train_entries),
+        "test_utterances": len(test_entries),
+        "content_frame": probe_accuracy(tr["frames"], tr["frame_labels"], te["frames"], te["frame_labels"],
+                                        seed=seed),
+        "content_pooled": probe_accuracy(tr["pooled"], tr["labels"], te["pooled"], te["labels"],
+                                         epochs=200, batch_size=64, seed=seed),
+        "speaker": (probe_accuracy(tr["speaker"], tr["labels"], te["speaker"], te["labels"],
+                                   epochs=200, batch_size=64, seed=seed)
+                    if getattr(model, "embedding", "mel") == "mel" else float("nan")),
+    }

@@ -14,8 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..config import LossConfig, ModelConfig
+from ..config import Config, LossConfig, ModelConfig
 from ..errors import ClsvcError
+from .base import VCSystem
 from .layers import (
     ConvBlock,
     CosineClassifier,
@@ -118,13 +119,31 @@ class ClsVCOutput:
     conv_spk_logits: torch.Tensor | None = None  # C1 on the re-encoded conversion (B, K)
 
 
-class ClsVC(nn.Module):
+class ClsVC(VCSystem):
     """ClsVC (encoder E, decoder D + postnet, speaker classifier C1, adversary C2).
 
     ``n_mels`` comes from the mel config; ``cfg.n_speakers`` must be set (training speakers).
     Inference is owned by the model: :meth:`embed` and :meth:`convert` run under
     ``torch.inference_mode``.
     """
+
+    embedding = "mel"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ClsVC":
+        return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss)
+
+    @property
+    def speaker_dim(self) -> int:
+        return self.cfg.speaker_dim
+
+    def param_groups(self, phase: str, lr: float) -> list[dict]:
+        """Two groups: everything but C2, and C2 (whose rate ``optim.adversary_lr_mult``
+        scales; the trainer applies the multiplier to the group named "adversary")."""
+        adv = list(self.adversary.parameters())
+        ids = {id(p) for p in adv}
+        return [{"params": [p for p in self.parameters() if id(p) not in ids], "lr": lr, "name": "main"},
+                {"params": adv, "lr": lr, "name": "adversary"}]
 
     def __init__(self, cfg: ModelConfig, n_mels: int = 80, loss: LossConfig | None = None):
         super().__init__()
@@ -169,8 +188,21 @@ class ClsVC(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None
-                ) -> ClsVCOutput:
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
+                phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of a batch (paper Eq. 8 plus the configured remedies). With a
+        conversion loss on, row i is converted to row i+1's speaker (batches are random, so
+        neighbours are random speakers)."""
+        from .losses import clsvc_losses
+
+        perm = None
+        if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
+            perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
+        out = self.run(mel, lengths, perm)
+        return clsvc_losses(out, mel, speaker, self.loss_cfg)
+
+    def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None
+            ) -> ClsVCOutput:
         """One training pass. ``perm`` (B,) names each row's conversion partner; when given,
         D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses."""
         speaker, content, mask = self.encode(mel, lengths)
@@ -211,7 +243,8 @@ class ClsVC(nn.Module):
         return self.encode(mel, lengths)[1]
 
     @torch.inference_mode()
-    def convert(self, mel: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+    def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """Source mels (B, T, M) + target speaker embeddings (B, s) or (s,) -> converted (B, T, M).
 
         The target embedding is re-normalised, so a mean of unit embeddings may be passed.

@@ -21,12 +21,13 @@ from ..config import Config, config_from_dict, to_dict, with_overrides
 from ..data.dataset import Batch, FeatureSet
 from ..data.manifest import check_features_mel, read_manifest
 from ..errors import ClsvcError
-from ..models import clsvc_losses
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint
-from .state import TrainState, build_model, build_optimizer, payload, restore
+from .state import TrainState, build_model, build_optimizers, payload, reset_lrs, restore
 
 LAST = "last.pt"
+# Loss terms shown on the progress bar when a system logs them (all terms go to TensorBoard).
+SHOWN = ("recon", "cls_acc", "adv_acc", "kl", "vq", "d_loss", "g_adv")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,42 +41,38 @@ def autocast_ctx(state: TrainState, device: torch.device):
     return contextlib.nullcontext()
 
 
-def conversion_partners(batch_size: int, cfg: Config, device: torch.device) -> torch.Tensor | None:
-    """Row i is converted to row i+1's speaker when a conversion loss is on (the batch is random,
-    so neighbours are random speakers)."""
-    if cfg.loss.convert_code > 0 or cfg.loss.convert_cls > 0:
-        return torch.roll(torch.arange(batch_size, device=device), 1)
-    return None
-
-
 def train_step(state: TrainState, batch: Batch, device: torch.device) -> dict[str, float]:
-    """One optimisation step on ``batch``; returns the loss terms as floats."""
+    """One optimisation step on ``batch`` (every phase of the system, in order); returns the
+    loss terms as floats (a GAN's phases log their own terms)."""
     state.net.train()
     batch = batch.to(device)
-    perm = conversion_partners(batch.mel.shape[0], state.cfg, device)
-    with autocast_ctx(state, device):
-        out = state.net(batch.mel, batch.lengths, perm)
-    loss, terms = clsvc_losses(out, batch.mel, batch.speaker, state.cfg.loss)
-    if not torch.isfinite(loss):
-        raise ClsvcError(
-            f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr "
-            "or set optim.grad_clip=1.0, then resume from the last checkpoint"
-        )
-    state.optimizer.zero_grad(set_to_none=True)
+    terms_all: dict[str, float] = {}
+    for phase, opt in state.optimizers.items():
+        with autocast_ctx(state, device):
+            loss, terms = state.net(batch.mel, batch.lengths, batch.speaker, phase)
+        if not torch.isfinite(loss):
+            raise ClsvcError(
+                f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr "
+                "or set optim.grad_clip=1.0, then resume from the last checkpoint"
+            )
+        opt.zero_grad(set_to_none=True)
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if state.scaler is not None:
+            state.scaler.scale(loss).backward()
+            state.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if state.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, state.cfg.optim.grad_clip)
+        if state.scaler is not None:
+            state.scaler.step(opt)
+        else:
+            opt.step()
+        terms_all.update({k: float(v.detach()) for k, v in terms.items()})
     if state.scaler is not None:
-        state.scaler.scale(loss).backward()
-        state.scaler.unscale_(state.optimizer)
-    else:
-        loss.backward()
-    if state.cfg.optim.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), state.cfg.optim.grad_clip)
-    if state.scaler is not None:
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
-    else:
-        state.optimizer.step()
+        state.scaler.update()  # once per iteration, after every optimizer stepped (torch AMP docs)
     state.step += 1
-    return {k: float(v.detach()) for k, v in terms.items()}
+    return terms_all
 
 
 @torch.no_grad()
@@ -85,11 +82,10 @@ def validate(state: TrainState, batches: list[Batch], device: torch.device) -> d
     sums: dict[str, float] = {}
     for b in batches:
         b = b.to(device)
-        perm = conversion_partners(b.mel.shape[0], state.cfg, device)
-        out = state.model(b.mel, b.lengths, perm)
-        _, terms = clsvc_losses(out, b.mel, b.speaker, state.cfg.loss)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+        for phase in state.optimizers:
+            _, terms = state.model(b.mel, b.lengths, b.speaker, phase)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
     state.model.train()
     return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
@@ -97,7 +93,11 @@ def validate(state: TrainState, batches: list[Batch], device: torch.device) -> d
 @torch.no_grad()
 def speaker_table(model, data: FeatureSet, per_speaker: int, device: torch.device,
                   max_frames: int = 512) -> torch.Tensor:
-    """(K, s) unit-norm mean embedding of up to ``per_speaker`` utterances of each speaker."""
+    """(K, s) unit-norm vectors of the training speakers: the system's own table, or the mean
+    embedding of up to ``per_speaker`` utterances of each speaker."""
+    own = model.speaker_vectors()
+    if own is not None:
+        return own.detach().float().cpu()
     model.eval()
     rows = []
     for idx in data.by_speaker:
@@ -105,7 +105,7 @@ def speaker_table(model, data: FeatureSet, per_speaker: int, device: torch.devic
         for i in idx[:per_speaker]:
             mel = torch.from_numpy(data.mels[i][:max_frames]).unsqueeze(0).to(device)
             embs.append(model.embed(mel)[0])
-        mean = torch.stack(embs).mean(0) if embs else torch.zeros(model.cfg.speaker_dim, device=device)
+        mean = torch.stack(embs).mean(0) if embs else torch.zeros(model.speaker_dim, device=device)
         rows.append(torch.nn.functional.normalize(mean, dim=0))
     model.train()
     return torch.stack(rows).cpu()
@@ -143,7 +143,8 @@ class RunLogger:
 
 
 def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
-    for section in ("mel", "model", "loss"):
+    own = (cfg.model.system,) if cfg.model.system != "clsvc" else ()  # a baseline's own section
+    for section in ("mel", "model", "loss") + own:
         a, b = to_dict(getattr(cfg, section)), to_dict(getattr(ckpt_cfg, section))
         if section == "model":
             a.pop("n_speakers", None), b.pop("n_speakers", None)
@@ -243,21 +244,26 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = build_model(cfg).to(info.device)
+    if model.embedding == "dvector":  # AutoVC: the pretrained speaker encoder's mean d-vectors
+        from ..data.dvectors import speaker_dvectors
+
+        model.set_speaker_vectors(speaker_dvectors(data, train_set, cfg.mel).to(info.device))
     net: torch.nn.Module = model
     if info.enabled:
+        # A GAN's discriminator phase leaves the generator unused (and vice versa).
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
-    optimizer = build_optimizer(model, cfg)
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+            find_unused_parameters=len(model.phases) > 1)
+    optimizers = build_optimizers(model, cfg)
     scaler = None
     if info.device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported():
         scaler = torch.amp.GradScaler("cuda")
     gen = torch.Generator().manual_seed(cfg.train.seed + 1000 * info.rank)
-    state = TrainState(cfg, model, net, optimizer, scaler, gen, train_set.speakers)
+    state = TrainState(cfg, model, net, optimizers, scaler, gen, train_set.speakers)
     if ckpt is not None:
         restore(state, ckpt, info.rank)
         state.cfg = cfg  # keep the (possibly extended) train/optim settings of this command
-        for group, base in zip(optimizer.param_groups, (cfg.optim.lr, cfg.optim.lr * cfg.optim.adversary_lr_mult)):
-            group["lr"] = base
+        reset_lrs(state)
 
     if info.is_main:
         (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -304,8 +310,8 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
                 logger.log("train", state.step, avg)
                 if on_log is not None and info.is_main:
                     on_log("train", state.step, avg)
-                bar.set_postfix(step=state.step, recon=f"{avg['recon']:.4f}", cls_acc=f"{avg['cls_acc']:.2f}",
-                                adv_acc=f"{avg['adv_acc']:.2f}")
+                shown = {k: f"{avg[k]:.4f}" if k == "recon" else f"{avg[k]:.2f}" for k in SHOWN if k in avg}
+                bar.set_postfix(step=state.step, **dict(list(shown.items())[:4]))
                 window, n_window = {}, 0
             if val_batches and info.is_main and state.step % t.val_every == 0:
                 v = validate(state, val_batches, info.device)

@@ -10,16 +10,16 @@ import torch.nn as nn
 
 from ..config import Config, config_from_dict
 from ..errors import ClsvcError
-from ..models import ClsVC
+from ..models import VCSystem, build_system
 from .checkpoint import rng_state, set_rng_state
 
 
 @dataclass
 class TrainState:
     cfg: Config
-    model: ClsVC  # the bare model (what is saved)
+    model: VCSystem  # the bare model (what is saved)
     net: nn.Module  # what is called in training: the model, or its DDP wrapper
-    optimizer: torch.optim.Optimizer
+    optimizers: dict[str, torch.optim.Optimizer]  # one per phase of the system
     scaler: torch.amp.GradScaler | None
     data_gen: torch.Generator
     speakers: list[str]
@@ -29,19 +29,35 @@ class TrainState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(cfg: Config) -> ClsVC:
-    return ClsVC(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss)
+def build_model(cfg: Config) -> VCSystem:
+    """The system named by ``cfg.model.system`` (``cfg.model.n_speakers`` must be set)."""
+    return build_system(cfg)
 
 
-def build_optimizer(model: ClsVC, cfg: Config) -> torch.optim.Optimizer:
-    adv = list(model.adversary.parameters())
-    adv_ids = {id(p) for p in adv}
-    rest = [p for p in model.parameters() if id(p) not in adv_ids]
+def group_lr(group: dict, cfg: Config) -> float:
+    """Learning rate of an optimizer group: ``optim.lr``, times ``optim.adversary_lr_mult`` for
+    a group named "adversary" (ClsVC's C2)."""
+    mult = cfg.optim.adversary_lr_mult if group.get("name") == "adversary" else 1.0
+    return cfg.optim.lr * group.get("lr_scale", 1.0) * mult
+
+
+def build_optimizers(model: VCSystem, cfg: Config) -> dict[str, torch.optim.Optimizer]:
+    """One Adam (the paper's betas) per phase of the system."""
     o = cfg.optim
-    return torch.optim.Adam(
-        [{"params": rest, "lr": o.lr}, {"params": adv, "lr": o.lr * o.adversary_lr_mult}],
-        lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
-    )
+    opts = {}
+    for phase in model.phases:
+        groups = model.param_groups(phase, o.lr)
+        for g in groups:
+            g["lr"] = group_lr(g, cfg)
+        opts[phase] = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    return opts
+
+
+def reset_lrs(state: "TrainState") -> None:
+    """Apply the config's learning rates (after a resume that may have changed optim.lr)."""
+    for opt in state.optimizers.values():
+        for g in opt.param_groups:
+            g["lr"] = group_lr(g, state.cfg)
 
 
 def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, Any]:
@@ -54,7 +70,7 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
         "speakers": list(state.speakers),
         "speaker_table": state.speaker_table,
         "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
+        "optimizer": {k: o.state_dict() for k, o in state.optimizers.items()},
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "step": state.step,
         "elapsed": state.elapsed,
@@ -65,7 +81,11 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
 
 def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
     state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    saved = ckpt["optimizer"]
+    if "param_groups" in saved:  # a single-optimizer checkpoint (clsvc 0.1 format)
+        saved = {"main": saved}
+    for phase, opt in state.optimizers.items():
+        opt.load_state_dict(saved[phase])
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
     state.step = int(ckpt["step"])
@@ -79,7 +99,7 @@ def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
     set_rng_state(rng, state.data_gen)
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[ClsVC, Config]:
+def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[VCSystem, Config]:
     """Rebuild the model (eval mode) from a checkpoint dict alone."""
     cfg = config_from_dict(ckpt["config"], f"{where} (config)")
     model = build_model(cfg)

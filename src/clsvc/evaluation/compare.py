@@ -1,0 +1,177 @@
+"""The comparison of an experiment: the paper's Table 1 layout over systems, the ablation
+(Fig. 4a: whom ClsVC's and ClsVCs' conversions are attributed to, same- vs cross-gender) and the
+split-size panel (Fig. 5: t-SNE of S_x for each split-size variant)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .report import KIND_LABEL
+from .stats import Estimate
+
+COLUMNS = [  # key, label, proportion?, digits
+    ("mcd_audio", "MCD audio", False, 2),
+    ("mcd_feat", "MCD log-mel", False, 2),
+    ("cos_tgt", "cos tgt", False, 3),
+    ("closer", "closer", True, 0),
+    ("accept", "acc.≥thr", True, 0),
+    ("wer", "WER", False, 2),
+]
+
+
+def _cell(metrics: dict, group: str, kind: str, key: str, prop: bool, digits: int) -> str:
+    d = metrics.get("summary", {}).get(group, {}).get(kind, {}).get(key)
+    if d is None:
+        return "–"
+    return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
+
+
+def table1(results: dict[str, dict], threshold: float = 0.84) -> str:
+    """Markdown table: one row per system (+ the two bounds), seen and one-shot columns."""
+    conds = ("seen", "unseen")
+    head = ["system", "steps"] + [f"{c}: {lab.replace('thr', str(threshold))}" for c in ("seen", "one-shot")
+                                  for _, lab, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results.items():
+        steps = m.get("train", {}).get("step", m["meta"].get("step", ""))
+        cells = [_cell(m, c, "converted", k, p, d) for c in conds for k, p, d in
+                 ((k, p, d) for k, _, p, d in COLUMNS)]
+        lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
+    # Bounds depend only on the protocol, which every system shares: take them from the first
+    # result that has them.
+    for kind in ("target_gl", "source_gl"):
+        for m in results.values():
+            if any(kind in m["summary"].get(c, {}) for c in conds):
+                cells = [_cell(m, c, kind, k, p, d) for c in conds for k, _, p, d in COLUMNS]
+                if kind == "target_gl":
+                    cells[1] = cells[1 + len(COLUMNS)] = "0"
+                lines.append(f"| *{KIND_LABEL[kind]}* | | " + " | ".join(cells) + " |")
+                break
+    return "\n".join(lines)
+
+
+def _id_shares(m: dict, group: str) -> tuple[float, float, int]:
+    d = m["summary"].get(group, {}).get("converted", {})
+    t, s = d.get("id_target"), d.get("id_source")
+    if not t:
+        return float("nan"), float("nan"), 0
+    return t["mean"], s["mean"], t["n"]
+
+
+def ablation_table(results: dict, full: str, without: str) -> str:
+    lines = ["| system | group | identified as target | identified as source | closer to target | n |",
+             "|---|---|---|---|---|---|"]
+    for name in (full, without):
+        m = results[name]
+        for g in [g for g in m["summary"] if g.startswith(("seen", "unseen"))]:
+            t, s, n = _id_shares(m, g)
+            if not n:
+                continue
+            closer = m["summary"][g]["converted"].get("closer", {}).get("mean", float("nan"))
+            lines.append(f"| {name} | {g} | {100 * t:.0f}% | {100 * s:.0f}% | {100 * closer:.0f}% | {n} |")
+    return "\n".join(lines)
+
+
+def plot_ablation(results: dict, full: str, without: str, path: Path) -> None:
+    """Fig. 4a: grouped bars, identification as target/source for the full model and the
+    ablation, same- and cross-gender (seen pairs, else all pairs)."""
+    from .report import _plt
+
+    plt = _plt()
+    groups = [g for g in ("seen/same-gender", "seen/cross-gender", "unseen/same-gender", "unseen/cross-gender")
+              if any(_id_shares(results[n], g)[2] for n in (full, without))] or ["seen", "unseen"]
+    fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 3.4), dpi=120)
+    width = 0.2
+    for j, (name, who) in enumerate([(full, "target"), (full, "source"), (without, "target"), (without, "source")]):
+        vals = [_id_shares(results[name], g)[0 if who == "target" else 1] for g in groups]
+        ax.bar([i + (j - 1.5) * width for i in range(len(groups))], vals, width,
+               label=f"{name}: {who}", color=("tab:green", "tab:red", "lightgreen", "salmon")[j])
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g.replace("/", "\n") for g in groups], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of converted utterances")
+    ax.set_title("Ablation: speaker identification of conversions", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.45, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], results: dict, path: Path) -> None:
+    """Fig. 5: the t-SNE panels of the split-size variants side by side."""
+    from .report import _plt
+
+    plt = _plt()
+    panels = [(n, work / "eval" / slugs[n] / "plots" / "fig5_tsne.png") for n in names]
+    panels = [(n, p) for n, p in panels if p.is_file()]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), dpi=120, squeeze=False)
+    for ax, (name, png) in zip(axes[0], panels):
+        ax.imshow(plt.imread(png))
+        sil = results[name].get("tsne", {}).get("silhouette_cosine", float("nan"))
+        ax.set_title(f"{name} (silhouette {sil:.2f})", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(work: Path, exp, results: dict[str, dict]) -> dict:
+    """Write ``comparison.md`` / ``comparison.json`` / ``plots/`` under ``work``."""
+    from ..data.manifest import atomic_write_text
+
+    plots = work / "plots"
+    plots.mkdir(exist_ok=True)
+    threshold = exp.eval.get("threshold", 0.84)
+    slugs = {s.name: s.slug for s in exp.systems}
+    lines = [f"# Experiment {exp.name}", "",
+             f"`{exp.source}`; budget per system: "
+             + (", ".join(f"{k} {v}" for k, v in exp.budget.items()) or "the configs' own") + ". "
+             "Every system is trained on the same features and evaluated on the same pairs with "
+             "`clsvc evaluate` (per-system reports under `eval/`). Means ± 95% CI; shares with "
+             "Wilson intervals.", "",
+             "## Table 1", "", table1(results, threshold), ""]
+    for name, m in results.items():
+        notes = m["meta"].get("notes") or []
+        if notes:
+            lines.append(f"* {name}: " + "; ".join(notes))
+    lines.append("")
+    abl = exp.ablation
+    if abl and abl.get("full") in results and abl.get("without_code") in results:
+        plot_ablation(results, abl["full"], abl["without_code"], plots / "fig4a_ablation.png")
+        lines += ["## Ablation (Fig. 4a): without the code-reconstruction loss", "",
+                  ablation_table(results, abl["full"], abl["without_code"]), "",
+                  "![Fig. 4a](plots/fig4a_ablation.png)", ""]
+    split = [n for n in exp.split_sizes if n in results]
+    if split:
+        plot_split_sizes(work, split, slugs, results, plots / "fig5_split_sizes.png")
+        lines += ["## Split sizes (Fig. 5): t-SNE of S_x of unseen speakers", "",
+                  "| system | content / speaker dims | silhouette (cosine) | one-shot closer | probe C_x frame |",
+                  "|---|---|---|---|---|"]
+        for n in split:
+            m = results[n]
+            mc = m["meta"].get("config", {}).get("model", {})
+            sil = m.get("tsne", {}).get("silhouette_cosine", float("nan"))
+            closer = m["summary"].get("unseen", {}).get("converted", {}).get("closer", {}).get("mean", float("nan"))
+            probe = m.get("probes", {}).get("content_frame", float("nan"))
+            lines.append(f"| {n} | {mc.get('content_dim')} / {mc.get('speaker_dim')} | {sil:.3f} | "
+                         f"{100 * closer:.0f}% | {probe:.3f} |")
+        lines += ["", "![Fig. 5](plots/fig5_split_sizes.png)", ""]
+    lines += ["## Disentanglement probes (speaker accuracy of fresh classifiers)", "",
+              "| system | chance | C_x frames | C_x pooled | speaker code |", "|---|---|---|---|---|"]
+    for n, m in results.items():
+        p = m.get("probes")
+        if p and "skipped" not in p:
+            lines.append(f"| {n} | {p['chance']:.3f} | {p['content_frame']:.3f} | {p['content_pooled']:.3f} | "
+                         f"{p['speaker']:.3f} |")
+    lines.append("")
+    summary = {"experiment": exp.name, "source": str(exp.source), "budget": exp.budget,
+               "systems": {n: {"summary": m["summary"], "probes": m.get("probes"), "tsne": m.get("tsne"),
+                               "train": m.get("train")} for n, m in results.items()}}
+    atomic_write_text(work / "comparison.json", json.dumps(summary, indent=2, default=float) + "\n")
+    atomic_write_text(work / "comparison.md", "\n".join(lines))
+    print("\n".join(lines[:12 + len(results) + 3]))
+    print(f"\nwrote {work / 'comparison.md'}")
+    return summary

@@ -1,0 +1,182 @@
+"""The evaluation report: ``report.md`` from ``metrics.json`` and the paper-style figures.
+
+Figures (PNG, matplotlib's Agg backend, no display needed):
+
+* ``fig3_similarity.png`` — the paper's Fig. 3 ("fake speech detection"): Resemblyzer cosine
+  of each utterance to the target voice against the acceptance threshold, per condition, for
+  the converted audio and both bounds.
+* ``fig4a_identification.png`` — Fig. 4(a): whom the converted speech is attributed to (target,
+  source or another speaker), same-gender vs cross-gender.
+* ``fig5_tsne.png`` — Fig. 5: t-SNE of S_x of unseen speakers (written by the suite).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .stats import Estimate
+
+KIND_LABEL = {"converted": "converted", "target_gl": "real target → GL (bound)",
+              "source_gl": "unconverted source → GL (bound)"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_similarity(rows: list[dict], threshold: float, path: str | Path) -> None:
+    """Strip plot of cosine-to-target per condition and audio kind with the threshold line."""
+    plt = _plt()
+    conds = [c for c in ("seen", "unseen") if any(r["condition"] == c for r in rows)]
+    kinds = [k for k in KIND_LABEL if any(r["kind"] == k for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(conds)), figsize=(4.2 * max(1, len(conds)), 3.6), dpi=120,
+                             squeeze=False)
+    colours = {"converted": "tab:blue", "target_gl": "tab:green", "source_gl": "tab:red"}
+    for ax, cond in zip(axes[0], conds):
+        for i, kind in enumerate(kinds):
+            ys = [r["cos_tgt"] for r in rows if r["condition"] == cond and r["kind"] == kind]
+            if not ys:
+                continue
+            xs = [i + 0.25 * ((j * 0.618) % 1 - 0.5) for j in range(len(ys))]
+            acc = sum(y >= threshold for y in ys) / len(ys)
+            ax.scatter(xs, ys, s=10, alpha=0.7, color=colours[kind])
+            ax.text(i, 1.0, f"{100 * acc:.0f}%", ha="center", va="bottom", fontsize=8)
+        ax.axhline(threshold, color="k", lw=0.8, ls="--")
+        ax.set_xticks(range(len(kinds)))
+        ax.set_xticklabels([KIND_LABEL[k].replace(" (bound)", "\n(bound)") for k in kinds], fontsize=7)
+        low = min([0.3] + [r["cos_tgt"] - 0.05 for r in rows if r["condition"] == cond])
+        ax.set_ylim(low, 1.06)
+        ax.set_title(f"{cond}: cosine to target voice (accepted ≥ {threshold})", fontsize=8)
+    axes[0][0].set_ylabel("Resemblyzer cosine")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_identification(rows: list[dict], path: str | Path) -> None:
+    """Stacked bars: share of converted utterances identified as target / source / other."""
+    plt = _plt()
+    groups = []
+    for cond in ("seen", "unseen"):
+        rs = [r for r in rows if r["condition"] == cond and r["kind"] == "converted"]
+        if not rs:
+            continue
+        groups.append((cond, rs))
+        for g in ("same-gender", "cross-gender"):
+            sub = [r for r in rs if r.get("gender_group") == g]
+            if sub:
+                groups.append((f"{cond}\n{g}", sub))
+    fig, ax = plt.subplots(figsize=(1.2 * max(3, len(groups)) + 1.5, 3.4), dpi=120)
+    bottom = [0.0] * len(groups)
+    for who, colour in (("target", "tab:green"), ("source", "tab:red"), ("other", "tab:gray")):
+        vals = [sum(r["identified"] == who for r in rs) / len(rs) for _, rs in groups]
+        ax.bar(range(len(groups)), vals, bottom=bottom, color=colour, label=who)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g for g, _ in groups], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of converted utterances")
+    ax.set_title("Speaker identification of converted speech", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.32, 1.0))
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _cell(d: dict | None, prop: bool, digits: int) -> str:
+    if d is None:
+        return "–"
+    return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
+
+
+def render(metrics: dict) -> str:
+    """Markdown report of a ``metrics.json`` dict."""
+    from .mcd import PROTOCOL as MCD_PROTOCOL
+    from .suite import METRICS
+
+    meta, summary = metrics["meta"], metrics["summary"]
+    cfg = meta["eval_config"]
+    title = meta.get("title") or (Path(meta["checkpoint"]).parent.parent.name if meta.get("checkpoint")
+                                  else "external system")
+    lines = [f"# Evaluation: {title}", ""]
+    what = (f"checkpoint `{meta['checkpoint']}`" + (f" (step {meta['step']})" if meta.get("step") else "")
+            if meta.get("checkpoint") else f"converted files listed in `{meta['pairs_csv']}`")
+    lines += [f"{what}; corpus `{meta['data']}`; {meta['pairs'].get('seen', 0)} seen and "
+              f"{meta['pairs'].get('unseen', 0)} one-shot pairs ({meta['parallel_pairs']} with a "
+              f"ground-truth target recording); seed {cfg['seed']}; {meta['date']}, "
+              f"{meta['minutes']:.1f} min.", ""]
+    for n in meta.get("notes", []):
+        lines.append(f"> note: {n}")
+    if meta.get("notes"):
+        lines.append("")
+
+    shown = [m for m in METRICS if any(m[0] in kinds.get(k, {}) for kinds in summary.values() for k in kinds)]
+    header = "| condition | audio | " + " | ".join(m[1].replace("thr", str(cfg["threshold"])) for m in shown) + " |"
+    rule = "|" + "---|" * (2 + len(shown))
+    lines += ["## Table 1: conversion quality (mean ± 95% CI; shares with Wilson 95% intervals)", "",
+              header, rule]
+    for group in (g for g in summary if "/" not in g):
+        for kind, ms in summary[group].items():
+            cells = [_cell(ms.get(key), prop, digits) for key, _, prop, digits in shown]
+            if kind == "target_gl" and "mcd_feat" in [m[0] for m in shown]:
+                cells[[m[0] for m in shown].index("mcd_feat")] = "0 (by definition)"
+            lines.append(f"| {group} | {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    gender = [g for g in summary if "/" in g]
+    if gender:
+        keys = [m for m in shown if m[0] in ("mcd_audio", "mcd_feat", "cos_tgt", "cos_src", "closer",
+                                             "id_target", "id_source", "wer")]
+        lines += ["## Same-gender vs cross-gender (converted audio)", "",
+                  "| group | " + " | ".join(m[1] for m in keys) + " |", "|" + "---|" * (1 + len(keys))]
+        for g in gender:
+            ms = summary[g].get("converted", {})
+            lines.append(f"| {g} | " + " | ".join(_cell(ms.get(k), p, d) for k, _, p, d in keys) + " |")
+        lines.append("")
+
+    lines += ["## Figures", "", "![Fig. 3: similarity to the target voice](plots/fig3_similarity.png)", "",
+              "![Fig. 4a: speaker identification](plots/fig4a_identification.png)", ""]
+    tsne = metrics.get("tsne")
+    if tsne and "skipped" not in tsne:
+        lines += [f"![Fig. 5: t-SNE of S_x](plots/fig5_tsne.png)", "",
+                  f"t-SNE of S_x for {tsne['n_utterances']} utterances of {tsne['n_speakers']} "
+                  f"{tsne['speakers']} speakers; silhouette (cosine, on the full codes) "
+                  f"**{tsne['silhouette_cosine']:.3f}** (1 = perfectly separated, 0 = overlapping).", ""]
+    elif tsne:
+        lines += [f"t-SNE skipped: {tsne['skipped']}.", ""]
+    probes = metrics.get("probes")
+    if probes and "skipped" not in probes:
+        lines += ["## Disentanglement probes", "",
+                  "Fresh MLP classifiers trained on the frozen codes of the training utterances of "
+                  f"{probes['speakers']} training speakers and tested on their held-out utterances "
+                  f"(speaker accuracy; chance {probes['chance']:.3f}). A speaker-free C_x scores near "
+                  "chance; the adversary's own accuracy during training does not show this.", "",
+                  "| code | speaker accuracy |", "|---|---|",
+                  f"| C_x, single frames | {probes['content_frame']:.3f} |",
+                  f"| C_x, time-averaged | {probes['content_pooled']:.3f} |",
+                  f"| S_x | {probes['speaker']:.3f} |", ""]
+    elif probes:
+        lines += [f"Probes skipped: {probes['skipped']}.", ""]
+
+    lines += ["## Protocol", "",
+              "* Pairs: seen = training speakers, sources are their held-out utterances, target "
+              f"embedding = {'the stored training embedding' if cfg['seen_target'] == 'table' else 'mean of references'}; "
+              f"one-shot = unseen speakers, target embedding = mean S_x of {cfg['refs']} reference "
+              "utterances. Sources are chosen so that the target speaker said the same sentence "
+              "whenever the corpus has one (the ground truth for MCD).",
+              f"* Speaker similarity: Resemblyzer (GE2E) cosine to each voice's centroid of up to "
+              f"{cfg['centroid_utterances']} real enrolment utterances (disjoint from the test "
+              f"sentences and, where possible, from the references); accepted = cosine ≥ "
+              f"{cfg['threshold']}; identified = the nearest centroid among all speakers of the "
+              "condition.",
+              "* " + MCD_PROTOCOL,
+              "* ASR: pocketsphinx (US English model shipped with it), WER/CER with jiwer on "
+              "lower-cased text without punctuation, against the transcript (or the ASR of the real "
+              "source when there is none).",
+              "* Bounds: the real target utterance and the unconverted source, both through the same "
+              "mel → Griffin-Lim path as the converted audio.", ""]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,253 @@
+"""The evaluation suite: statistics, probes, t-SNE score, the pair protocol and `clsvc evaluate`
+end to end on a tiny generated corpus (3 training speakers, 2 unseen)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import MORE_SPEAKERS, SPEAKERS, TINY, write_corpus
+
+from clsvc.evaluation.probes import probe_accuracy
+from clsvc.evaluation.similarity import centroid, cosine
+from clsvc.evaluation.stats import mean_ci, proportion_ci
+
+
+# ----------------------------------------------------------------------------- scorers
+
+
+def test_mean_ci_matches_student_t():
+    est = mean_ci([1.0, 2.0, 3.0, 4.0, None, float("nan")])
+    assert est.n == 4 and est.mean == pytest.approx(2.5)
+    # t(0.975, 3) = 3.182; sd = 1.291 -> half-width 2.054
+    assert est.ci == pytest.approx(3.1824 * 1.2910 / 2, rel=1e-3)
+    assert mean_ci([]).n == 0 and np.isnan(mean_ci([]).mean)
+    assert mean_ci([5.0]).ci == 0
+
+
+def test_proportion_ci_is_wilson_and_stays_in_range():
+    est = proportion_ci([1] * 8 + [0] * 2)
+    assert est.mean == pytest.approx(0.8)
+    assert est.low == pytest.approx(0.490, abs=2e-3) and est.high == pytest.approx(0.943, abs=2e-3)
+    assert proportion_ci([0] * 5).low == 0 and proportion_ci([0] * 5).high > 0
+    assert proportion_ci([1] * 5).high == 1 and proportion_ci([1] * 5).low < 1
+
+
+def test_cosine_and_centroid_bounds():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(256)
+    assert cosine(a, a) == pytest.approx(1.0)
+    assert cosine(a, -a) == pytest.approx(-1.0)
+    assert -1 <= cosine(a, rng.standard_normal(256)) <= 1
+    c = centroid([v / np.linalg.norm(v) for v in rng.standard_normal((5, 256))])
+    assert np.linalg.norm(c) == pytest.approx(1.0)
+
+
+def test_resemblyzer_same_audio_scores_one_and_voices_differ():
+    from conftest import synth_utterance
+    from clsvc.evaluation.similarity import embed_wav
+
+    a = synth_utterance(110.0, 0.95, seed=1, seconds=1.5)
+    e1, e2 = embed_wav(a), embed_wav(a.copy())
+    assert cosine(e1, e2) == pytest.approx(1.0, abs=1e-5)
+    other = embed_wav(synth_utterance(210.0, 1.15, seed=2, seconds=1.5))
+    assert cosine(e1, other) < 0.99
+
+
+def test_probe_is_at_chance_on_random_labels_and_near_one_on_separable_data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((600, 8))
+    y = rng.integers(0, 4, 600)
+    acc = probe_accuracy(x[:400], y[:400], x[400:], y[400:], epochs=20)
+    assert abs(acc - 0.25) < 0.12
+    centres = rng.standard_normal((4, 8)) * 4
+    xs = centres[y] + 0.3 * rng.standard_normal((600, 8))
+    assert probe_accuracy(xs[:400], y[:400], xs[400:], y[400:], epochs=20) > 0.97
+
+
+def test_silhouette_separates_clusters():
+    pytest.importorskip("sklearn")
+    from clsvc.evaluation.tsne import separation, tsne_2d
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    centres = rng.standard_normal((3, 16)) * 5
+    clustered = centres[labels] + 0.2 * rng.standard_normal((30, 16))
+    assert separation(clustered, labels) > 0.8
+    assert separation(rng.standard_normal((30, 16)), labels) < 0.1
+    assert tsne_2d(clustered).shape == (30, 2)
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory):
+    """Features of 5 voices (spk_d, spk_e unseen; utterance 005 held out) and a tiny model."""
+    from clsvc.config import MelConfig, load_config
+    from clsvc.data import SplitSpec, preprocess
+    from clsvc.training import train
+
+    root = tmp_path_factory.mktemp("evaldata")
+    write_corpus(root / "corpus", n_utts=5, seconds=1.0, speakers={**SPEAKERS, **MORE_SPEAKERS})
+    feats = root / "feats"
+    preprocess(root / "corpus", feats, MelConfig(), split=SplitSpec(unseen=["spk_d", "spk_e"],
+               holdout_regex=r"_005$"), jobs=1, progress=False)
+    train(load_config("cpu", TINY + ["train.max_steps=6"]), feats, root / "run", progress=False)
+    return feats, root / "run" / "checkpoints" / "last.pt"
+
+
+def test_protocol_is_deterministic_and_keeps_test_and_enrolment_apart(eval_data):
+    from clsvc.data import read_manifest
+    from clsvc.evaluation.suite import EvalConfig, build_protocol, sentence_key
+
+    feats, _ = eval_data
+    entries = read_manifest(feats)
+    cfg = EvalConfig(seen_pairs=6, unseen_pairs=6, refs=2)
+    p1, p2 = build_protocol(entries, cfg), build_protocol(entries, cfg)
+    assert [p.name for p in p1.pairs] == [p.name for p in p2.pairs]
+    assert [p.name for p in build_protocol(entries, EvalConfig(seed=1, seen_pairs=6, unseen_pairs=6)).pairs] \
+        != [p.name for p in p1.pairs]
+    seen = [p for p in p1.pairs if p.condition == "seen"]
+    unseen = [p for p in p1.pairs if p.condition == "unseen"]
+    assert len(seen) == 6 and len(unseen) == 6
+    for p in seen:
+        assert p.source.split == "val" and p.target.split == "val" and not p.refs
+        assert p.source.speaker != p.target.speaker and p.source.speaker in SPEAKERS
+    for p in unseen:
+        assert {p.source.speaker, p.target.speaker} == {"spk_d", "spk_e"}
+        assert len(p.refs) == 2 and all(r.speaker == p.target.speaker for r in p.refs)
+        cent = {e.utt_id for e in p1.centroid[p.target.speaker]}
+        assert not cent & {r.utt_id for r in p.refs}  # references are not centroid utterances
+        assert p.target.utt_id not in cent and p.source.utt_id not in {e.utt_id for e in p1.centroid[p.source.speaker]}
+    for p in p1.pairs:  # utterance ids 00N are "the same sentence" in this corpus
+        assert p.parallel and sentence_key(p.source) == sentence_key(p.target)
+    assert p1.pools == {"seen": ["spk_a", "spk_b", "spk_c"], "unseen": ["spk_d", "spk_e"]}
+
+
+def test_sentence_key_prefers_transcripts():
+    from clsvc.data.manifest import Entry
+    from clsvc.evaluation.suite import sentence_key
+
+    a = Entry("p225", "F", "p225_003", "val", 10, "", "", "Six spoons of fresh snow peas.")
+    b = Entry("p226", "M", "p226_017", "val", 10, "", "", "six spoons of fresh snow peas")
+    c = Entry("p226", "M", "p226_003", "val", 10, "", "", "")
+    assert sentence_key(a) == sentence_key(b)
+    assert sentence_key(c) == "u:003" != sentence_key(a)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_evaluate_cli_writes_report_metrics_plots_and_samples(eval_data, cli, tmp_path):
+    feats, ckpt = eval_data
+    out = tmp_path / "ev"
+    code, stdout, stderr = cli("evaluate", "--data", feats, "--checkpoint", ckpt, "--out", out,
+                               "--seen-pairs", "3", "--unseen-pairs", "3", "--refs", "2", "--samples", "1",
+                               "--quiet")
+    assert code == 0, stderr
+    assert "seen: n=3" in stdout and "unseen: n=3" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    for cond in ("seen", "unseen"):
+        conv = m["summary"][cond]["converted"]
+        assert {"mcd_audio", "mcd_feat", "cos_tgt", "cos_src", "closer", "accept", "id_target", "wer",
+                "cer"} <= set(conv)
+        assert conv["cos_tgt"]["n"] == 3 and conv["mcd_audio"]["mean"] > 0
+        assert m["summary"][cond]["target_gl"]["closer"]["mean"] >= 0  # bounds are scored too
+        assert "mcd_feat" not in m["summary"][cond]["target_gl"]  # 0 by definition, not reported
+    assert any("/" in g for g in m["summary"])  # same-/cross-gender groups (genders are known)
+    assert 0 <= m["probes"]["content_frame"] <= 1 and m["probes"]["chance"] == pytest.approx(1 / 3)
+    assert m["tsne"]["n_speakers"] == 2 and -1 <= m["tsne"]["silhouette_cosine"] <= 1
+    report = (out / "report.md").read_text()
+    assert "## Table 1" in report and "MCD audio" in report and "± " in report and "Protocol" in report
+    for png in ("fig3_similarity", "fig4a_identification", "fig5_tsne"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
+    assert len(list((out / "samples").glob("*_converted.wav"))) == 2
+    with (out / "scores.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 6 * 3  # pairs x (converted + two bounds)
+    assert not list(tmp_path.glob(".ev.tmp-*"))
+
+    # Nothing is overwritten without --force.
+    code, _, stderr = cli("evaluate", "--data", feats, "--checkpoint", ckpt, "--out", out)
+    assert code == 2 and "already exists" in stderr and "--force" in stderr
+
+
+@pytest.mark.slow
+def test_scoring_another_systems_files(eval_data, cli, tmp_path):
+    """--export-pairs, then score a "system" that returns the source unchanged: it must land
+    near the source voice and score no probes/t-SNE (there is no model)."""
+    feats, _ = eval_data
+    pairs = tmp_path / "pairs.csv"
+    code, stdout, stderr = cli("evaluate", "--data", feats, "--export-pairs", pairs,
+                               "--seen-pairs", "3", "--unseen-pairs", "2")
+    assert code == 0, stderr
+    rows = list(csv.DictReader(pairs.open()))
+    assert len(rows) == 5
+    (tmp_path / "converted").mkdir()
+    for r in rows:
+        shutil.copy(r["source_audio"], tmp_path / r["converted"])
+    out = tmp_path / "ev"
+    code, stdout, stderr = cli("evaluate", "--data", feats, "--pairs", pairs, "--out", out, "--no-asr",
+                               "--no-bounds", "--quiet")
+    assert code == 0, stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["summary"]["seen"]["converted"]["closer"]["mean"] < 0.5
+    assert m["summary"]["seen"]["converted"]["cos_src"]["mean"] > m["summary"]["seen"]["converted"]["cos_tgt"]["mean"]
+    assert "probes" not in m and "tsne" not in m
+    assert "external system" in (out / "report.md").read_text()
+
+    # A missing converted file is one clear error naming the line and the fix.
+    (tmp_path / rows[0]["converted"]).unlink()
+    code, _, stderr = cli("evaluate", "--data", feats, "--pairs", pairs, "--out", tmp_path / "ev2")
+    assert code == 2 and "line 2" in stderr and "not found" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "ev2").exists()
+
+
+def test_evaluate_errors(eval_data, cli, tmp_path):
+    feats, ckpt = eval_data
+    code, _, stderr = cli("evaluate", "--data", feats, "--out", tmp_path / "x")
+    assert code == 2 and "--checkpoint" in stderr and "--pairs" in stderr
+    code, _, stderr = cli("evaluate", "--data", tmp_path, "--checkpoint", ckpt, "--out", tmp_path / "x")
+    assert code == 2 and "manifest.tsv" in stderr and "clsvc preprocess" in stderr
+    code, _, stderr = cli("evaluate", "--data", feats, "--pairs", tmp_path / "none.csv", "--out", tmp_path / "x")
+    assert code == 2 and "not found" in stderr
+    assert not (tmp_path / "x").exists()
+
+
+SYSTEMS = {
+    "autovc": ["model.system=autovc", "autovc.bottleneck_dim=8", "autovc.downsample=8"],
+    "vqvc": ["model.system=vqvc", "vqvc.channels=32", "vqvc.code_dim=8", "vqvc.codebook_size=16"],
+    "vae": ["model.system=vae", "vae.latent_dim=8", "vae.speaker_emb_dim=8", "vae.channels=32"],
+    "stargan": ["model.system=stargan", "stargan.gen_channels=8", "stargan.res_channels=16",
+                "stargan.res_blocks=2", "stargan.disc_channels=8"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_every_baseline_is_evaluated_by_the_same_suite(system, eval_data, tmp_path):
+    """Each system trains a few steps and goes through `evaluate`: one-shot pairs for systems
+    that can embed reference audio, seen pairs only (with a note) for table systems."""
+    from clsvc.config import load_config
+    from clsvc.evaluation.suite import EvalConfig, evaluate
+    from clsvc.training import train
+
+    feats, _ = eval_data
+    ckpt = train(load_config("cpu", TINY + SYSTEMS[system] + ["train.max_steps=3"]), feats, tmp_path / "run",
+                 progress=False)
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, bounds=False, samples=0)
+    m = evaluate(tmp_path / "ev", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert m["meta"]["system"] == system
+    assert m["summary"]["seen"]["converted"]["cos_tgt"]["n"] == 2
+    one_shot = system in ("autovc", "vqvc")
+    assert ("unseen" in m["summary"]) == one_shot
+    if not one_shot:
+        assert any("one-shot pairs skipped" in n for n in m["meta"]["notes"])
+    assert ("probes" in m) == (system in ("vqvc", "vae"))  # systems with a content code
+    assert ("tsne" in m) == (system == "vqvc")  # systems with their own speaker encoder
+    assert (tmp_path / "ev" / "report.md").is_file()
