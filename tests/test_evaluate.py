@@ -251,3 +251,28 @@ def test_every_baseline_is_evaluated_by_the_same_suite(system, eval_data, tmp_pa
     assert ("probes" in m) == (system in ("vqvc", "vae"))  # systems with a content code
     assert ("tsne" in m) == (system == "vqvc")  # systems with their own speaker encoder
     assert (tmp_path / "ev" / "report.md").is_file()
+
+
+def test_bounds_cache_reuses_the_bound_scores(eval_data, tmp_path, monkeypatch):
+    from clsvc.evaluation import suite
+    from clsvc.evaluation.suite import EvalConfig, evaluate
+
+    feats, ckpt = eval_data
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, mcd=False, probes=False, tsne=False,
+                     samples=0)
+    cache = tmp_path / "bounds.json"
+    first = evaluate(tmp_path / "a", feats, checkpoint=ckpt, cfg=cfg, progress=False, bounds_cache=cache)
+    assert cache.is_file()
+    calls = []
+    real = suite._score_kind
+    monkeypatch.setattr(suite, "_score_kind", lambda row, *a: (calls.append(row["kind"]), real(row, *a)))
+    second = evaluate(tmp_path / "b", feats, checkpoint=ckpt, cfg=cfg, progress=False, bounds_cache=cache)
+    assert set(calls) == {"converted"}  # the bounds came from the cache
+    for cond in ("seen", "unseen"):
+        assert second["summary"][cond]["target_gl"] == first["summary"][cond]["target_gl"]
+        assert second["summary"][cond]["converted"] == first["summary"][cond]["converted"]
+    # Other settings, other bounds: the cache is not used.
+    calls.clear()
+    evaluate(tmp_path / "c", feats, checkpoint=ckpt, cfg=EvalConfig(**{**cfg.__dict__, "seed": 1}),
+             progress=False, bounds_cache=cache)
+    assert "target_gl" in calls

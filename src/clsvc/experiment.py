@@ -203,7 +203,8 @@ def run_experiment(path: str | Path, work: str | Path | None = None, only: list[
         if force_eval or not (out / "metrics.json").is_file():
             print(f"[{i}/{len(systems)}] {spec.name}: evaluate", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            evaluate(out, feats, checkpoint=ckpt, cfg=cfg, progress=progress, force=True, title=spec.name)
+            evaluate(out, feats, checkpoint=ckpt, cfg=cfg, progress=progress, force=True, title=spec.name,
+                     bounds_cache=work / "eval" / "bounds-cache.json")
         results[spec.name] = json.loads((out / "metrics.json").read_text())
         results[spec.name]["train"] = json.loads((run / DONE).read_text())
     from .evaluation import compare

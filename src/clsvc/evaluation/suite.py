@@ -402,12 +402,17 @@ def _est(d: dict | None) -> Estimate | None:
 
 def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = None,
              pairs_csv: str | Path | None = None, cfg: EvalConfig | None = None, device: str = "cpu",
-             force: bool = False, progress: bool = True, title: str | None = None) -> dict:
+             force: bool = False, progress: bool = True, title: str | None = None,
+             bounds_cache: str | Path | None = None) -> dict:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
     ``converted`` column points at another system's wav files) to score those. Returns the
     metrics dict also written to ``out/metrics.json``.
+
+    ``bounds_cache``: a JSON file keeping the scores of the two bounds, which depend only on
+    the protocol and not on the system: evaluations of several systems on the same pairs
+    (``clsvc experiment``) then score the bounds once.
     """
     cfg = cfg or EvalConfig()
     if cfg.seen_target not in ("table", "refs"):
@@ -452,7 +457,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     (tmp / "plots").mkdir(parents=True)
     (tmp / "samples").mkdir()
     try:
-        metrics = _run(protocol, vc, cfg, data, mel_cfg, entries, tmp, progress,
+        metrics = _run(protocol, vc, cfg, data, mel_cfg, entries, tmp, progress, bounds_cache,
                        meta={"checkpoint": str(checkpoint) if checkpoint else None,
                              "pairs_csv": str(pairs_csv) if pairs_csv else None,
                              "data": str(data), "title": title})
@@ -469,8 +474,16 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     return metrics
 
 
+def _bounds_key(cfg: EvalConfig, data: Path, mel_cfg: MelConfig, pools: dict) -> str:
+    """What the bound scores depend on (a cache made under other settings is ignored)."""
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("samples", "probes", "tsne", "tsne_utterances",
+                                                               "tsne_speakers", "bounds")}
+    return json.dumps({"eval": keep, "data": str(Path(data).resolve()), "mel": asdict(mel_cfg),
+                       "pools": pools}, sort_keys=True)
+
+
 def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig, entries: list[Entry],
-         out: Path, progress: bool, meta: dict) -> dict:
+         out: Path, progress: bool, bounds_cache: str | Path | None, meta: dict) -> dict:
     from tqdm import tqdm
 
     from ..audio import save_wav, wav_to_mel
@@ -513,6 +526,15 @@ def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig
            "reference_text": reference_text}
     rows: list[dict] = []
     kept: dict[str, int] = {}
+    cache_key = _bounds_key(cfg, data, mel_cfg, pools)
+    cached: dict[str, list[dict]] = {}
+    if bounds_cache is not None and Path(bounds_cache).is_file():
+        try:
+            saved = json.loads(Path(bounds_cache).read_text())
+            if saved.get("key") == cache_key:
+                cached = saved["rows"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            cached = {}  # unreadable cache: recompute, it is rewritten below
     for pair in tqdm(pairs, desc="evaluate", unit="pair", disable=not progress):
         src_mel = audio.mel(pair.source)
         if pair.converted is not None:
@@ -533,7 +555,8 @@ def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig
             conv_mel = vc.convert_mel(src_mel, spk, src_vec)
             conv_wav = vocode(conv_mel)
         audios = {"converted": (conv_wav, conv_mel)}
-        if cfg.bounds:
+        reuse = cfg.bounds and pair.name in cached
+        if cfg.bounds and not reuse:
             tgt_mel = audio.mel(pair.target)
             audios["target_gl"] = (vocode(tgt_mel), tgt_mel)
             audios["source_gl"] = (vocode(src_mel), src_mel)
@@ -543,12 +566,20 @@ def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig
                    "parallel": pair.parallel}
             _score_kind(row, wav, mel, pair, ctx)
             rows.append(row)
+            if kind != "converted":
+                cached.setdefault(pair.name, []).append(row)
+        if reuse:
+            rows.extend(dict(r) for r in cached[pair.name])
         if kept.get(pair.condition, 0) < cfg.samples:
             kept[pair.condition] = kept.get(pair.condition, 0) + 1
             save_wav(out / "samples" / f"{pair.name}_converted.wav", conv_wav, sr)
             save_wav(out / "samples" / f"{pair.name}_source.wav", audio.wav(pair.source), sr)
             save_wav(out / "samples" / f"{pair.name}_target.wav", audio.wav(pair.target), sr)
 
+    if bounds_cache is not None and cfg.bounds:
+        from ..data.manifest import atomic_write_text
+
+        atomic_write_text(Path(bounds_cache), json.dumps({"key": cache_key, "rows": cached}) + "\n")
     summary = summarize(rows)
     extra: dict = {}
     if vc is not None and cfg.probes and vc.model.has_content:

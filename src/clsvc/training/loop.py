@@ -247,7 +247,8 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     if model.embedding == "dvector":  # AutoVC: the pretrained speaker encoder's mean d-vectors
         from ..data.dvectors import speaker_dvectors
 
-        model.set_speaker_vectors(speaker_dvectors(data, train_set, cfg.mel).to(info.device))
+        model.set_speaker_vectors(speaker_dvectors(data, train_set, cfg.mel, progress=progress and info.is_main)
+                                  .to(info.device))
     net: torch.nn.Module = model
     if info.enabled:
         # A GAN's discriminator phase leaves the generator unused (and vice versa).
