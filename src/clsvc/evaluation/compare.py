@@ -30,22 +30,25 @@ def _cell(metrics: dict, group: str, kind: str, key: str, prop: bool, digits: in
 def table1(results: dict[str, dict], threshold: float = 0.84) -> str:
     """Markdown table: one row per system (+ the two bounds), seen and one-shot columns."""
     conds = ("seen", "unseen")
+    # Columns no system has (e.g. WER with eval.asr off) are left out.
+    cols = [c for c in COLUMNS if any(c[0] in m["summary"].get(g, {}).get("converted", {})
+                                      for m in results.values() for g in conds)]
     head = ["system", "steps"] + [f"{c}: {lab.replace('thr', str(threshold))}" for c in ("seen", "one-shot")
-                                  for _, lab, _, _ in COLUMNS]
+                                  for _, lab, _, _ in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results.items():
         steps = m.get("train", {}).get("step", m["meta"].get("step", ""))
-        cells = [_cell(m, c, "converted", k, p, d) for c in conds for k, p, d in
-                 ((k, p, d) for k, _, p, d in COLUMNS)]
+        cells = [_cell(m, c, "converted", k, p, d) for c in conds for k, _, p, d in cols]
         lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
     # Bounds depend only on the protocol, which every system shares: take them from the first
     # result that has them.
     for kind in ("target_gl", "source_gl"):
         for m in results.values():
             if any(kind in m["summary"].get(c, {}) for c in conds):
-                cells = [_cell(m, c, kind, k, p, d) for c in conds for k, _, p, d in COLUMNS]
-                if kind == "target_gl":
-                    cells[1] = cells[1 + len(COLUMNS)] = "0"
+                cells = [_cell(m, c, kind, k, p, d) for c in conds for k, _, p, d in cols]
+                if kind == "target_gl" and "mcd_feat" in [c[0] for c in cols]:
+                    i = [c[0] for c in cols].index("mcd_feat")
+                    cells[i] = cells[i + len(cols)] = "0"
                 lines.append(f"| *{KIND_LABEL[kind]}* | | " + " | ".join(cells) + " |")
                 break
     return "\n".join(lines)
