@@ -95,9 +95,9 @@ def plot_ablation(results: dict, full: str, without: str, path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of converted utterances")
     ax.set_title("Ablation: speaker identification of conversions", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.45, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -117,7 +117,7 @@ def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], result
         ax.set_title(f"{name} (silhouette {sil:.2f})", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -54,7 +54,7 @@ def plot_similarity(rows: list[dict], threshold: float, path: str | Path) -> Non
         ax.set_title(f"{cond}: cosine to target voice (accepted ≥ {threshold})", fontsize=8)
     axes[0][0].set_ylabel("Resemblyzer cosine")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -82,9 +82,9 @@ def plot_identification(rows: list[dict], path: str | Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of converted utterances")
     ax.set_title("Speaker identification of converted speech", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.32, 1.0))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -60,5 +60,5 @@ def plot_tsne(points: np.ndarray, labels: Sequence[str], path: str | Path, title
     if len(names) <= 20:
         ax.legend(fontsize=6, ncol=2, loc="best", frameon=False)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
