@@ -432,3 +432,15 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ClsvcError(f"{where}: mel.win_length must not exceed mel.n_fft")
     if not 0 < cfg.mel.fmin < cfg.mel.fmax <= cfg.mel.sample_rate / 2:
         raise ClsvcError(f"{where}: need 0 < mel.fmin < mel.fmax <= sample_rate/2")
+    # The baselines' own sections (checked here so a typo fails at load, not mid-build).
+    a, v, s = cfg.autovc, cfg.vqvc, cfg.stargan
+    _choice(a.code_distance, ("l1", "l2"), f"{where}: autovc.code_distance")
+    if a.bottleneck_dim < 2 or a.bottleneck_dim % 2 or a.downsample < 1:
+        raise ClsvcError(f"{where}: autovc.bottleneck_dim must be even and >= 2 (two LSTM directions) "
+                         "and autovc.downsample >= 1")
+    if v.levels < 1 or v.codebook_size < 2 or v.code_dim < 1:
+        raise ClsvcError(f"{where}: vqvc.levels >= 1, vqvc.codebook_size >= 2 and vqvc.code_dim >= 1 are needed")
+    if not 0.0 <= v.codebook_ema < 1.0:
+        raise ClsvcError(f"{where}: vqvc.codebook_ema must be in [0, 1) (0 = codebook loss instead of EMA)")
+    if s.res_blocks < 0 or s.gen_channels < 2 or s.disc_channels < 2:
+        raise ClsvcError(f"{where}: stargan.gen_channels and stargan.disc_channels must be >= 2, res_blocks >= 0")

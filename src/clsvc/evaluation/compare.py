@@ -168,7 +168,7 @@ def write(work: Path, exp, results: dict[str, dict]) -> dict:
         p = m.get("probes")
         if p and "skipped" not in p:
             lines.append(f"| {n} | {p['chance']:.3f} | {p['content_frame']:.3f} | {p['content_pooled']:.3f} | "
-                         f"{p['speaker']:.3f} |")
+                         f"{'–' if p['speaker'] != p['speaker'] else format(p['speaker'], '.3f')} |")
     lines.append("")
     summary = {"experiment": exp.name, "source": str(exp.source), "budget": exp.budget,
                "systems": {n: {"summary": m["summary"], "probes": m.get("probes"), "tsne": m.get("tsne"),

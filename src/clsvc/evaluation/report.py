@@ -94,6 +94,10 @@ def _cell(d: dict | None, prop: bool, digits: int) -> str:
     return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
 
 
+def _acc(value: float) -> str:
+    return "– (no speaker encoder)" if value != value else f"{value:.3f}"  # NaN: not applicable
+
+
 def render(metrics: dict) -> str:
     """Markdown report of a ``metrics.json`` dict."""
     from .mcd import PROTOCOL as MCD_PROTOCOL
@@ -158,7 +162,7 @@ def render(metrics: dict) -> str:
                   "| code | speaker accuracy |", "|---|---|",
                   f"| C_x, single frames | {probes['content_frame']:.3f} |",
                   f"| C_x, time-averaged | {probes['content_pooled']:.3f} |",
-                  f"| S_x | {probes['speaker']:.3f} |", ""]
+                  f"| speaker code (S_x) | {_acc(probes['speaker'])} |", ""]
     elif probes:
         lines += [f"Probes skipped: {probes['skipped']}.", ""]
 
