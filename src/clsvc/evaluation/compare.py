@@ -7,17 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .report import KIND_LABEL
+from .report import KIND_LABEL, finish_share_plot
 from .stats import Estimate
+from .suite import METRICS
 
-COLUMNS = [  # key, label, proportion?, digits
-    ("mcd_audio", "MCD audio", False, 2),
-    ("mcd_feat", "MCD log-mel", False, 2),
-    ("cos_tgt", "cos tgt", False, 3),
-    ("closer", "closer", True, 0),
-    ("accept", "acc.≥thr", True, 0),
-    ("wer", "WER", False, 2),
-]
+# The Table 1 columns: a subset of the suite's metrics (same labels, digits and CI kind).
+COLUMNS = [m for m in METRICS if m[0] in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer")]
 
 
 def _cell(metrics: dict, group: str, kind: str, key: str, prop: bool, digits: int) -> str:
@@ -92,13 +87,7 @@ def plot_ablation(results: dict, full: str, without: str, path: Path) -> None:
                label=f"{name}: {who}", color=("tab:green", "tab:red", "lightgreen", "salmon")[j])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g.replace("/", "\n") for g in groups], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of converted utterances")
-    ax.set_title("Ablation: speaker identification of conversions", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    finish_share_plot(fig, ax, "Ablation: speaker identification of conversions", path)
 
 
 def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], results: dict, path: Path) -> None:

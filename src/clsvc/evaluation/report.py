@@ -79,13 +79,18 @@ def plot_identification(rows: list[dict], path: str | Path) -> None:
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g for g, _ in groups], fontsize=7)
+    finish_share_plot(fig, ax, "Speaker identification of converted speech", path)
+
+
+def finish_share_plot(fig, ax, title: str, path: str | Path) -> None:
+    """Shared styling of the bar charts of shares (y in [0, 1], legend beside) and the save."""
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of converted utterances")
-    ax.set_title("Speaker identification of converted speech", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
+    _plt().close(fig)
 
 
 def _cell(d: dict | None, prop: bool, digits: int) -> str:
