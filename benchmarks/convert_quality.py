@@ -120,7 +120,8 @@ def probes(vc, feats: Path) -> dict:
 def evaluate(args, ckpt: Path, out: Path, feats: Path) -> dict:
     import clsvc
     from clsvc.audio import load_wav, save_wav, wav_to_mel
-    from clsvc.evaluation.similarity import centroid, cosine, embed_wav
+    from clsvc.dvector import embed_wav
+    from clsvc.evaluation.similarity import centroid, cosine
 
     vc = clsvc.load(ckpt)
     rng = random.Random(args.seed)

@@ -5,7 +5,8 @@ import sys
 
 import torch
 
-from clsvc.training import load_checkpoint, read_log
+from clsvc.checkpoint import load_checkpoint
+from clsvc.training import read_log
 
 from conftest import TINY
 

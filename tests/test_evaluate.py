@@ -49,7 +49,7 @@ def test_cosine_and_centroid_bounds():
 
 def test_resemblyzer_same_audio_scores_one_and_voices_differ():
     from conftest import synth_utterance
-    from clsvc.evaluation.similarity import embed_wav
+    from clsvc.dvector import embed_wav
 
     a = synth_utterance(110.0, 0.95, seed=1, seconds=1.5)
     e1, e2 = embed_wav(a), embed_wav(a.copy())

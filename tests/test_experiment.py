@@ -12,7 +12,7 @@ from conftest import TINY
 
 from clsvc.errors import ClsvcError
 from clsvc.experiment import load_experiment, run_experiment
-from clsvc.training import load_checkpoint
+from clsvc.checkpoint import load_checkpoint
 
 EVAL = {"seen_pairs": 2, "unseen_pairs": 0, "asr": False, "mcd": False, "bounds": False, "tsne": False,
         "samples": 0}

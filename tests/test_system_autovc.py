@@ -7,9 +7,10 @@ import torch
 
 import clsvc
 from clsvc.errors import ClsvcError
-from clsvc.models import build_system
+from clsvc.models import Codes, DVectorVoice, Reference, build_system
 from clsvc.models.autovc import DVECTOR_DIM, downsample_codes, upsample_codes
-from clsvc.training import load_checkpoint, read_log, train
+from clsvc.checkpoint import load_checkpoint
+from clsvc.training import read_log, train
 
 from conftest import SPEAKERS, SR, synth_utterance
 
@@ -33,17 +34,22 @@ def test_shapes_losses_and_convert(tiny_cfg):
     cfg.model.n_speakers = 3
     torch.manual_seed(0)
     model = build_system(cfg)
-    assert model.embedding == "dvector" and model.needs_source_vector and not model.has_content
-    assert model.speaker_dim == DVECTOR_DIM and model.speaker_vectors() is None
+    assert isinstance(model.voice, DVectorVoice) and model.voice.one_shot and not model.voice.fitted
+    assert model.codes(torch.rand(1, 40, 80)) == Codes()  # no content code for the probes
+    assert model.speaker_dim == DVECTOR_DIM
     mel, lengths, spk = torch.rand(4, 32, 80), torch.tensor([32, 32, 20, 9]), torch.tensor([0, 1, 2, 0])
-    with pytest.raises(ClsvcError, match="set_speaker_vectors"):
+    with pytest.raises(ClsvcError, match="voice.fit"):
         model(mel, lengths, spk)
     with pytest.raises(ClsvcError, match="table"):
-        model.set_speaker_vectors(torch.randn(2, DVECTOR_DIM))
-    model.set_speaker_vectors(torch.randn(3, DVECTOR_DIM) * 3)
-    table = model.speaker_vectors()
+        model.voice.set_table(torch.randn(2, DVECTOR_DIM))
+    model.voice.set_table(torch.randn(3, DVECTOR_DIM) * 3)
+    table = model.voice.table([])
     assert table.shape == (3, DVECTOR_DIM) and torch.allclose(table.norm(dim=-1), torch.ones(3))
-    assert "dvectors" in model.state_dict()  # saved with the weights
+    assert "voice.dvectors" in model.state_dict()  # saved with the weights
+    # The source condition is the source utterance's own d-vector, made by the same voice part.
+    wav = synth_utterance(110.0, 0.95, seed=3)
+    ref = Reference(np.zeros((40, 80), np.float32), wav=wav)
+    assert torch.allclose(model.source_condition(ref), model.voice.voice([ref]))
 
     total, terms = model(mel, lengths, spk)
     assert set(terms) >= {"total", "recon", "code"}
@@ -61,8 +67,6 @@ def test_shapes_losses_and_convert(tiny_cfg):
     assert model.convert(torch.rand(1, 40, 80), table[:1], table[1:2]).shape == (1, 40, 80)
     with pytest.raises(ClsvcError, match="source"):
         model.convert(torch.rand(1, 40, 80), table[0])
-    with pytest.raises(NotImplementedError):
-        model.content(torch.rand(1, 40, 80))
 
 
 def test_training_lowers_recon_and_converts_one_shot(features, tiny_cfg, tmp_path):
@@ -76,7 +80,7 @@ def test_training_lowers_recon_and_converts_one_shot(features, tiny_cfg, tmp_pat
 
     saved = load_checkpoint(ckpt)
     assert saved["speaker_table"].shape == (3, DVECTOR_DIM)  # the mean d-vectors, unit rows
-    assert torch.allclose(saved["speaker_table"], saved["model"]["dvectors"])
+    assert torch.allclose(saved["speaker_table"], saved["model"]["voice.dvectors"])
     assert torch.allclose(saved["speaker_table"].norm(dim=-1), torch.ones(3), atol=1e-5)
 
     vc = clsvc.load(ckpt)
@@ -87,7 +91,7 @@ def test_training_lowers_recon_and_converts_one_shot(features, tiny_cfg, tmp_pat
     ref = tmp_path / "ref.wav"
     sf.write(ref, synth_utterance(f0, tract, seed=902), SR)
     emb = vc.embed(ref)
-    assert emb.shape == (DVECTOR_DIM,) and vc.source_vector(src).shape == (DVECTOR_DIM,)
+    assert emb.shape == (DVECTOR_DIM,) and vc.model.source_condition(vc.reference(src)).shape == (DVECTOR_DIM,)
     wav = vc.convert(src, ref)  # one-shot: target and source d-vectors from audio
     assert wav.ndim == 1 and np.isfinite(wav).all() and abs(len(wav) - 1.2 * SR) < 0.1 * SR
     seen = vc.convert(src, target_speaker="spk_b")  # the stored mean d-vector

@@ -7,9 +7,9 @@ import torch
 
 import clsvc
 from clsvc.errors import ClsvcError
-from clsvc.models import build_system
+from clsvc.models import TableVoice, build_system
 from clsvc.training import read_log, train
-from clsvc.training.checkpoint import load_checkpoint
+from clsvc.checkpoint import load_checkpoint
 
 from conftest import SPEAKERS, SR, synth_utterance
 
@@ -38,15 +38,15 @@ def test_shapes_terms_and_groups(tiny_cfg):
     assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
     assert int(model.steps) == 1
     # One optimizer per phase over disjoint parameters that cover the whole model.
-    d, gen = model.param_groups("disc", 1e-3), model.param_groups("gen", 1e-3)
+    d, gen = model.param_groups("disc"), model.param_groups("gen")
     assert d[0]["lr_scale"] == model.cfg.disc_lr_scale
     ids_d = {id(p) for grp in d for p in grp["params"]}
     ids_g = {id(p) for grp in gen for p in grp["params"]}
     assert not ids_d & ids_g and ids_d | ids_g == {id(p) for p in model.parameters()}
     # Seen-speaker table and conversion of a length that is not a multiple of 4.
     model.eval()
-    assert torch.equal(model.speaker_vectors(), torch.eye(3)) and model.speaker_dim == 3
-    out = model.convert(mel[:2, :30], model.speaker_vectors()[1])
+    assert torch.equal(model.voice.table(), torch.eye(3)) and model.speaker_dim == 3
+    out = model.convert(mel[:2, :30], model.voice.table()[1])
     assert out.shape == (2, 30, 80) and out.min() >= 0 and out.max() <= 1
     assert model.convert(torch.rand(1, 37, 80), torch.eye(3)[2:]).shape == (1, 37, 80)
     with pytest.raises(ClsvcError, match="speaker table"):
@@ -80,7 +80,7 @@ def test_trains_and_converts_by_speaker_name(features, tiny_cfg, tmp_path):
     assert all(k in rows[-1] for k in ("d_loss", "g_adv", "cyc", "id", "total"))
 
     vc = clsvc.load(ckpt)
-    assert vc.model.embedding == "table" and not vc.model.one_shot
+    assert isinstance(vc.model.voice, TableVoice) and not vc.one_shot
     assert int(load_checkpoint(ckpt)["model"]["steps"]) == 40
     f0, tract = SPEAKERS["spk_a"]
     src = tmp_path / "src.wav"

@@ -7,8 +7,9 @@ import torch
 
 import clsvc
 from clsvc.errors import ClsvcError
-from clsvc.models import build_system
-from clsvc.training import load_checkpoint, read_log, train
+from clsvc.models import TableVoice, build_system
+from clsvc.checkpoint import load_checkpoint
+from clsvc.training import read_log, train
 
 from conftest import SPEAKERS, SR, synth_utterance
 
@@ -24,7 +25,7 @@ def _tiny_model(tiny_cfg, *extra):
 
 def test_forward_terms_and_shapes(tiny_cfg):
     model = _tiny_model(tiny_cfg, "vae.kl_anneal_steps=4", "vae.kl_weight=0.5")
-    assert model.embedding == "table" and not model.one_shot and model.speaker_dim == 8
+    assert isinstance(model.voice, TableVoice) and not model.voice.one_shot and model.speaker_dim == 8
     mel = torch.rand(3, 24, 80)
     lengths = torch.tensor([24, 17, 9])
     speaker = torch.tensor([0, 1, 2])
@@ -47,7 +48,7 @@ def test_forward_terms_and_shapes(tiny_cfg):
     assert torch.equal(a, b) and int(model.steps) == 3
     assert "steps" in model.state_dict()  # saved with the weights
 
-    table = model.speaker_vectors()
+    table = model.voice.table()
     assert table.shape == (3, 8) and torch.allclose(table.norm(dim=-1), torch.ones(3))
     out = model.convert(mel, table[1])
     assert out.shape == mel.shape and out.min() >= 0 and out.max() <= 1

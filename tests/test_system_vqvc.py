@@ -9,7 +9,8 @@ import torch
 import clsvc
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
-from clsvc.training import load_checkpoint, read_log, train
+from clsvc.checkpoint import load_checkpoint
+from clsvc.training import read_log, train
 from conftest import SPEAKERS, SR, synth_utterance
 
 TINY_VQVC = ("model.system=vqvc", "vqvc.channels=32", "vqvc.code_dim=8", "vqvc.codebook_size=16")
@@ -25,7 +26,7 @@ def build(tiny_cfg, *extra):
 @pytest.mark.parametrize("ema", [0.0, 0.9])
 def test_shapes_and_terms(tiny_cfg, ema):
     model = build(tiny_cfg, f"vqvc.codebook_ema={ema}")
-    assert model.speaker_dim == 3 * 8 and model.one_shot
+    assert model.speaker_dim == 3 * 8 and model.voice.one_shot
     mel = torch.rand(3, 37, 80)  # 37: not a multiple of 2**levels = 8
     lengths = torch.tensor([37, 25, 12])
     loss, terms = model(mel, lengths, torch.tensor([0, 1, 2]))

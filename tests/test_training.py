@@ -5,8 +5,8 @@ import torch
 
 from clsvc.config import load_config
 from clsvc.errors import ClsvcError
-from clsvc.training import load_checkpoint, model_from_checkpoint, read_log, train
-from clsvc.training.checkpoint import save_checkpoint
+from clsvc.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from clsvc.training import read_log, train
 
 
 def test_a_few_steps_lower_the_loss(features, tiny_cfg, tmp_path):

@@ -12,8 +12,6 @@ mel-spectrograms are float32 arrays of shape ``(frames, n_mels)`` with values in
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from scipy import signal
 
 from .config import MelConfig
 from .errors import ClsvcError
+from .files import atomic_path
 
 # Below this peak amplitude a file is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -72,17 +71,10 @@ def load_wav(path: str | Path, cfg: MelConfig, min_seconds: float = 0.0) -> np.n
 
 
 def save_wav(path: str | Path, wav: np.ndarray, sample_rate: int) -> None:
-    """Write 16-bit PCM atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
+    """Write 16-bit PCM atomically (see :mod:`clsvc.files`)."""
     wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp.wav") as tmp:
         sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @functools.lru_cache(maxsize=8)

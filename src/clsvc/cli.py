@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from .config import EvalConfig, add_dataclass_arguments, dataclass_from_namespace
 from .errors import ClsvcError
+from .files import atomic_path
 
 
 def _csv_list(text: str) -> list[str]:
@@ -126,36 +128,39 @@ def cmd_embed(a: argparse.Namespace) -> None:
     embs = np.stack([vc.embed(w) for w in a.wavs])
     mean = embs.mean(0)
     mean = mean / max(float(np.linalg.norm(mean)), 1e-8)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, embeddings=embs, files=np.array([str(w) for w in a.wavs]), mean=mean)
-    os.replace(tmp, out)
+    with atomic_path(out, suffix=".tmp.npz") as tmp:
+        np.savez(tmp, embeddings=embs, files=np.array([str(w) for w in a.wavs]), mean=mean)
     print(f"wrote {out}: {len(embs)} embedding(s) of {embs.shape[1]} dims and their mean")
 
 
 def cmd_info(a: argparse.Namespace) -> None:
     import yaml
 
-    from .training.checkpoint import load_checkpoint
+    from .checkpoint import is_inference_only, load_checkpoint
 
     ckpt = load_checkpoint(a.checkpoint)
     spk = ckpt.get("speakers", [])
-    print(f"{a.checkpoint}: step {ckpt['step']}, {ckpt.get('elapsed', 0) / 60:.1f} min of training, "
+    kind = "exported model (inference only)" if is_inference_only(ckpt) else "training checkpoint"
+    print(f"{a.checkpoint}: {kind}, step {ckpt['step']}, {ckpt.get('elapsed', 0) / 60:.1f} min of training, "
           f"saved {ckpt.get('saved_at', '?')}")
     print(f"{len(spk)} training speakers: {', '.join(spk[:20])}{' ...' if len(spk) > 20 else ''}")
     print(yaml.safe_dump(ckpt["config"], sort_keys=False).rstrip())
 
 
+def cmd_export(a: argparse.Namespace) -> None:
+    from .checkpoint import export_model
+
+    out = Path(a.out)
+    _writable_output(out, a.force)
+    export_model(a.checkpoint, out)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): weights, config and speakers for inference")
+
+
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from dataclasses import replace
-
     from .data import read_manifest
-    from .evaluation.suite import EvalConfig, build_protocol, evaluate, write_pairs
+    from .evaluation.suite import build_protocol, evaluate, write_pairs
 
-    cfg = EvalConfig()
-    cfg = replace(cfg, seen_pairs=a.seen_pairs, unseen_pairs=a.unseen_pairs, refs=a.refs, seed=a.seed,
-                  seen_target=a.seen_target, samples=a.samples, threshold=a.threshold,
-                  mcd=not a.no_mcd, asr=not a.no_asr, probes=not a.no_probes, tsne=not a.no_tsne,
-                  bounds=not a.no_bounds)
+    cfg = dataclass_from_namespace(EvalConfig, a)
     if a.export_pairs:
         out = Path(a.export_pairs)
         _writable_output(out, a.force)
@@ -259,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.set_defaults(func=cmd_info)
 
+    s = sub.add_parser("export", help="write an inference-only model file (no optimizer, no discriminators)")
+    s.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt)")
+    s.add_argument("out", help="model file to write (.pt); `clsvc convert --checkpoint OUT` and clsvc.load take it")
+    s.add_argument("--force", action="store_true", help="overwrite an existing OUT")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("evaluate", help="convert a fixed protocol of pairs and score it (report.md)")
     s.add_argument("--data", required=True, help="folder written by `clsvc preprocess` (the test corpus)")
     s.add_argument("--checkpoint", help="model to evaluate")
@@ -266,19 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "`converted` column points at its wav files")
     s.add_argument("--export-pairs", metavar="CSV", help="only write the protocol's pair list and exit")
     s.add_argument("--out", help="report folder (report.md, metrics.json, plots/, samples/)")
-    s.add_argument("--seen-pairs", type=int, default=48)
-    s.add_argument("--unseen-pairs", type=int, default=36)
-    s.add_argument("--refs", type=int, default=3, help="reference utterances per one-shot target")
-    s.add_argument("--seen-target", choices=["table", "refs"], default="table",
-                   help="seen targets: stored training embedding, or references like one-shot")
-    s.add_argument("--threshold", type=float, default=0.84, help="acceptance threshold (the paper's 0.84)")
-    s.add_argument("--samples", type=int, default=4, help="converted wavs kept per condition")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-mcd", action="store_true")
-    s.add_argument("--no-asr", action="store_true")
-    s.add_argument("--no-probes", action="store_true")
-    s.add_argument("--no-tsne", action="store_true")
-    s.add_argument("--no-bounds", action="store_true", help="skip the Griffin-Lim bounds (faster)")
+    add_dataclass_arguments(s.add_argument_group("protocol and scorers"), EvalConfig)
     s.add_argument("--title", help="report title")
     s.add_argument("--device", default="cpu")
     s.add_argument("--force", action="store_true", help="replace an existing report folder")

@@ -5,25 +5,53 @@ name such as ``paper``); its keys are applied on top of the base. Unknown keys a
 wrong type are errors that name the file and the key, so a typo never silently trains the wrong
 model.
 
+Dicts become dataclasses through ``dacite`` (:func:`from_dict`): strict about unknown keys,
+lenient in the ways YAML and overrides need (``4.0`` or ``"4"`` for an integer, a number for a
+float, ``true``/``false``/``yes``/``no``/``1``/``0`` strings for a bool, a list for a tuple).
+Choice fields are ``Literal`` types, so their allowed values live in the annotation. Value
+ranges and cross-field rules are checked in one place, :func:`validate`, so that the models can
+trust what they are given. Every failure is one :class:`~clsvc.errors.ClsvcError` line naming
+where, the dotted key and what is allowed.
+
 Built-in configs live in the repository's ``configs/`` folder (shipped inside the package as
 ``clsvc/configs``): ``clsvc train --config cpu`` and ``--config configs/cpu.yaml`` are the same.
+
+:func:`add_dataclass_arguments` and :func:`dataclass_from_namespace` turn any flat settings
+dataclass into command-line flags and back.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
+import math
 import types
 import typing
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+import dacite
 import yaml
 
 from .errors import ClsvcError
 
+T = TypeVar("T")
+
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SYSTEMS = ("clsvc", "autovc", "vqvc", "vae", "stargan")
+
+# Choice types: the allowed values are the annotation (checked at load and by validate()).
+System = Literal["clsvc", "autovc", "vqvc", "vae", "stargan"]
+SYSTEMS: tuple[str, ...] = typing.get_args(System)
+Norm = Literal["batch", "group", "none"]
+ContentNorm = Literal["none", "instance"]
+SpeakerClassifier = Literal["linear", "cosine"]
+AdversaryInput = Literal["frame", "pooled"]
+Adversarial = Literal["grl", "entropy"]
+CodeDistance = Literal["l1", "l2"]
+Sampling = Literal["speaker", "utterance"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +96,7 @@ class ModelConfig:
     # Which system: clsvc (the paper), autovc, vqvc (VQVC+), vae (VAE-VC), stargan (StarGAN-VC2).
     # The baselines read their own section below; the shared sizes here are reused where the
     # architectures agree (AutoVC's encoder/decoder/postnet are ClsVC's reference).
-    system: str = "clsvc"
+    system: System = "clsvc"
     n_speakers: int = 0  # set from the training data; 0 = not yet known
     speaker_dim: int = 256
     content_dim: int = 32
@@ -85,15 +113,15 @@ class ModelConfig:
     postnet_layers: int = 5
     kernel_size: int = 5
     # "batch" (AutoVC), "group" (batch-size independent) or "none".
-    norm: str = "batch"
+    norm: Norm = "batch"
     # Content-code post-processing (paper: none). "instance" removes each utterance's per-channel
     # mean and scale over time, i.e. the time-invariant part where a voice hides most easily.
-    content_norm: str = "none"
+    content_norm: ContentNorm = "none"
     # C1 on the L2-normalised S_x: "linear" (paper) or "cosine" (scaled cosine logits).
-    speaker_classifier: str = "linear"
+    speaker_classifier: SpeakerClassifier = "linear"
     cosine_scale: float = 16.0
     # C2 on C_x: "frame" classifies every frame, "pooled" the time-averaged code.
-    adversary_input: str = "frame"
+    adversary_input: AdversaryInput = "frame"
     adversary_hidden: int = 256
     adversary_layers: int = 2
 
@@ -108,8 +136,8 @@ class LossConfig:
     # "grl" (paper): C2 minimises CE, a gradient reversal layer makes E maximise the same CE.
     # "entropy": C2 minimises CE on a detached C_x; E minimises CE to the *uniform* target,
     # i.e. is pushed towards "C2 cannot tell", never towards "C2 is confidently wrong".
-    adversarial: str = "grl"
-    code_distance: str = "l2"  # "l2" (paper) or "l1" (AutoVC)
+    adversarial: Adversarial = "grl"
+    code_distance: CodeDistance = "l2"  # "l2" (paper) or "l1" (AutoVC)
     # Remedy (not in the paper): the code loss on converted outputs. For x_a->b = D(C_a, S_b)
     # the re-encoded content must match C_a and the re-encoded speaker must match S_b.
     convert_code: float = 0.0
@@ -126,7 +154,7 @@ class AutoVCConfig:
     bottleneck_dim: int = 32  # channels of the content code (both LSTM directions together)
     downsample: int = 32  # keep one code every `downsample` frames (then repeat it)
     lambda_code: float = 1.0  # AutoVC's weight of the code loss
-    code_distance: str = "l1"  # AutoVC uses L1 for the code loss
+    code_distance: CodeDistance = "l1"  # AutoVC uses L1 for the code loss
 
 
 @dataclass
@@ -197,7 +225,7 @@ class TrainConfig:
     pad_value: float = 0.0  # 0 in the [0, 1] mel scale = the -100 dB floor, i.e. silence
     # "speaker": pick a speaker uniformly, then one of their utterances (balances speakers
     # with few utterances); "utterance": uniform over utterances.
-    sampling: str = "speaker"
+    sampling: Sampling = "speaker"
     seed: int = 1234
     threads: int = 0  # torch CPU threads; 0 = torch default
     amp: bool = True  # autocast on CUDA only
@@ -208,6 +236,40 @@ class TrainConfig:
     keep_every: int = 0  # also keep step_N.pt every N steps; 0 = only last.pt
     # Utterances per speaker averaged into the stored speaker table (used by --target-speaker).
     table_utterances: int = 8
+
+
+SeenTarget = Literal["table", "refs"]
+# The paper's acceptance threshold of a Resemblyzer cosine for "same speaker" (its Fig. 3).
+ACCEPT_THRESHOLD = 0.84
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``clsvc evaluate`` (the pair protocol and which scorers run); each field is
+    also a command-line flag (``--seen-pairs``, ``--no-mcd``, ...)."""
+
+    seen_pairs: int = field(default=48, metadata=_help("many-to-many pairs among training speakers"))
+    unseen_pairs: int = field(default=36, metadata=_help("one-shot pairs among unseen speakers"))
+    refs: int = field(default=3, metadata=_help("reference utterances per one-shot target"))
+    seen_target: SeenTarget = field(default="table", metadata=_help(
+        "seen targets: the stored training-speaker vector (table), or references like one-shot (refs)"))
+    centroid_utterances: int = field(default=10, metadata=_help(
+        "real utterances per speaker in its Resemblyzer centroid"))
+    threshold: float = field(default=ACCEPT_THRESHOLD, metadata=_help(
+        "Resemblyzer acceptance threshold (the paper's Fig. 3)"))
+    seed: int = field(default=0, metadata=_help("seed of the protocol's choices"))
+    mcd: bool = field(default=True, metadata=_help("audio (WORLD) and log-mel MCD on parallel pairs"))
+    asr: bool = field(default=True, metadata=_help("pocketsphinx WER / CER"))
+    probes: bool = field(default=True, metadata=_help("fresh speaker classifiers on the frozen codes"))
+    tsne: bool = field(default=True, metadata=_help("t-SNE of speaker codes (the paper's Fig. 5)"))
+    tsne_utterances: int = field(default=20, metadata=_help("utterances per speaker in the t-SNE"))
+    tsne_speakers: int = field(default=20, metadata=_help("speakers in the t-SNE"))
+    bounds: bool = field(default=True, metadata=_help("also score the two Griffin-Lim bounds (slower)"))
+    samples: int = field(default=4, metadata=_help("converted wavs kept per condition"))
 
 
 @dataclass
@@ -233,74 +295,173 @@ class Config:
 
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain dict of builtins (tuples become lists), safe for YAML and checkpoints."""
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ClsvcError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for a, v in zip(args, value))
-    if origin in (typing.Union, types.UnionType):
-        for a in typing.get_args(tp):
-            try:
-                return _coerce(value, a, where)
-            except ClsvcError:
-                continue
-        raise ClsvcError(f"{where}: {value!r} does not fit {tp}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ClsvcError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ClsvcError(f"{where}: expected an integer, got {value!r}")
+# Type hooks: each gets the raw value of a field of that type and returns it coerced, or raises
+# dacite's WrongTypeError (dacite then prefixes the dotted field path as the error travels up).
+
+
+def _to_int(value: Any) -> int:
+    """An int from an int, an integral float (``4.0``) or a string of either (``"4"``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number: float | None = value if isinstance(value, float) else None
+    if isinstance(value, str):
         try:
-            f = float(value)
+            return int(value)
         except ValueError:
-            raise ClsvcError(f"{where}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise ClsvcError(f"{where}: expected an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ClsvcError(f"{where}: expected a number, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise ClsvcError(f"{where}: expected a string, got {value!r}")
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+    if number is not None and math.isfinite(number) and number == int(number):
+        return int(number)
+    raise dacite.WrongTypeError(field_type=int, value=value)
+
+
+def _to_float(value: Any) -> float:
+    """A float from a number or a numeric string (YAML reads ``1e-3`` as a string); not NaN."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise dacite.WrongTypeError(field_type=float, value=value) from None
+    if math.isnan(out):
+        raise dacite.WrongTypeError(field_type=float, value=value)
+    return out
+
+
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def _to_bool(value: Any) -> bool:
+    """A bool from a bool or one of the strings true/false, yes/no, 1/0 (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise dacite.WrongTypeError(field_type=bool, value=value)
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (str, int, float)):
         return str(value)
-    return value
+    raise dacite.WrongTypeError(field_type=str, value=value)
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ClsvcError."""
-    if not isinstance(data, dict):
-        raise ClsvcError(f"{where}: expected a mapping, got {type(data).__name__}")
+def _to_tuple(tp: Any, value: Any) -> tuple:
+    """A tuple from a list of the right length (the items are coerced by dacite afterwards)."""
+    args = typing.get_args(tp)
+    fixed = not (len(args) == 2 and args[1] is Ellipsis)
+    if isinstance(value, (list, tuple)) and (not fixed or len(value) == len(args)):
+        return tuple(value)
+    raise dacite.WrongTypeError(field_type=tp, value=value)
+
+
+def _section(value: Any) -> Any:
+    """An empty YAML section (``mel:``) reads as None: it means "all defaults"."""
+    return {} if value is None else value
+
+
+def _collect_hooks(tp: Any, hooks: dict[Any, Callable[[Any], Any]]) -> None:
+    if tp in hooks:
+        return
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hooks[tp] = _section
+        for sub in typing.get_type_hints(tp).values():
+            _collect_hooks(sub, hooks)
+        return
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return
+    if origin is tuple:
+        hooks[tp] = functools.partial(_to_tuple, tp)
+    for arg in typing.get_args(tp):
+        if arg is not Ellipsis:
+            _collect_hooks(arg, hooks)
+
+
+@functools.cache
+def _dacite_config(cls: type) -> dacite.Config:
+    hooks: dict[Any, Callable[[Any], Any]] = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str}
+    _collect_hooks(cls, hooks)
+    del hooks[cls]  # the top level is checked by from_dict itself
+    return dacite.Config(strict=True, cast=[tuple], type_hooks=hooks)
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass that a field of type ``tp`` holds (also through ``X | None``), else None."""
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [c for c in map(_dataclass_of, typing.get_args(tp)) if c is not None]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _find_unknown(cls: type, data: Mapping, keys: set[str], path: str = "") -> tuple[str, list[str]] | None:
+    """Where in ``data`` (read as ``cls``) the mapping with exactly the unknown ``keys`` sits:
+    (dotted prefix, valid keys there)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if set(data) - set(names) == keys:
+        return path, names
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
+    for name in names:
+        sub, value = _dataclass_of(hints[name]), data.get(name)
+        if sub is not None and isinstance(value, Mapping):
+            found = _find_unknown(sub, value, keys, f"{path}{name}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _expected(tp: Any, value: Any) -> str:
+    """What a field of type ``tp`` accepts, as the tail of a one-line error."""
+    if typing.get_origin(tp) is Literal:
+        return f"{value!r} is not one of {', '.join(map(str, typing.get_args(tp)))}"
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        n = "any number of" if len(args) == 2 and args[1] is Ellipsis else str(len(args))
+        return f"expected a list of {n} values, got {value!r}"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        keys = ", ".join(f.name for f in dataclasses.fields(tp))
+        return f"expected a section (a mapping of {keys}), got {value!r}"
+    what = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp)
+    if what is not None:
+        return f"expected {what}, got {value!r}"
+    return f"{value!r} does not fit {getattr(tp, '__name__', tp)}"
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` (nested sections too) from ``data`` with dacite.
+
+    Unknown keys, values of the wrong type and bad choices raise a one-line ClsvcError naming
+    ``where``, the dotted key and what is allowed. Value ranges are :func:`validate`'s job.
+    """
+    if not isinstance(data, Mapping):
+        raise ClsvcError(f"{where}: expected a mapping, got {type(data).__name__}")
+    try:
+        return dacite.from_dict(data_class=cls, data=data, config=_dacite_config(typing.cast(type, cls)))
+    except dacite.UnexpectedDataError as e:
+        keys = {str(k) for k in e.keys}
+        path, valid = _find_unknown(cls, {str(k): v for k, v in data.items()}, keys) or ("", [])
+        if not valid:
+            valid = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        section = f" in {path[:-1]}" if path else ""
         raise ClsvcError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = from_dict(tp, value or {}, f"{where}.{name}")
-        else:
-            kwargs[name] = _coerce(value, tp, f"{where}.{name}")
-    return cls(**kwargs)
+            f"{where}: {', '.join(path + k for k in sorted(keys))}: unknown key{'s' * (len(keys) > 1)}; "
+            f"valid keys{section} are {', '.join(sorted(valid))}"
+        ) from None
+    except dacite.WrongTypeError as e:  # UnionMatchError included
+        raise ClsvcError(f"{where}: {e.field_path}: {_expected(e.field_type, e.value)}") from None
+    except dacite.MissingValueError as e:
+        raise ClsvcError(f"{where}: {e.field_path}: missing (it has no default); give a value") from None
+    except dacite.DaciteError as e:
+        raise ClsvcError(f"{where}: {e}") from None
 
 
 def _deep_update(base: dict, extra: dict) -> dict:
@@ -405,42 +566,189 @@ def config_from_dict(data: dict, where: str = "checkpoint config") -> Config:
     return cfg
 
 
-def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ClsvcError(f"{where}: {value!r} is not one of {', '.join(allowed)}")
+# ----------------------------------------------------------------------------------------------
+# validation
+
+# Integer fields and their smallest allowed value (kernel_size, autovc.bottleneck_dim and the
+# stargan widths have rules of their own below).
+_MIN_INT: dict[str, int] = {
+    "mel.sample_rate": 1, "mel.n_fft": 1, "mel.win_length": 1, "mel.hop_length": 1, "mel.n_mels": 1,
+    "mel.griffin_lim_iters": 0,
+    "model.n_speakers": 0, "model.speaker_dim": 1, "model.content_dim": 1, "model.enc_channels": 1,
+    "model.enc_conv_layers": 0, "model.enc_lstm_hidden": 0, "model.enc_lstm_layers": 0,
+    "model.dec_pre_lstm": 0, "model.dec_channels": 1, "model.dec_conv_layers": 0,
+    "model.dec_lstm_hidden": 0, "model.dec_lstm_layers": 0, "model.postnet_channels": 0,
+    "model.postnet_layers": 0, "model.adversary_hidden": 0, "model.adversary_layers": 0,
+    "autovc.downsample": 1,
+    "vqvc.channels": 1, "vqvc.levels": 1, "vqvc.codebook_size": 2, "vqvc.code_dim": 1,
+    "vae.latent_dim": 1, "vae.speaker_emb_dim": 1, "vae.channels": 1, "vae.kl_anneal_steps": 0,
+    "stargan.res_channels": 1, "stargan.res_blocks": 0, "stargan.id_steps": 0,
+    "train.batch_size": 1, "train.max_steps": 1, "train.crop_frames": 8, "train.threads": 0, "train.log_every": 1,
+    "train.val_every": 1, "train.val_batches": 1, "train.ckpt_every": 1, "train.keep_every": 0,
+    "train.table_utterances": 1,
+}
+_MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
+# Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
+_NON_NEGATIVE = (
+    "mel.highpass_hz", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code", "loss.convert_cls",
+    "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
+    "stargan.lambda_id", "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes",
+)
+_POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "optim.lr")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate(cfg: Config, where: str = "config") -> None:
-    """Cross-field checks that types alone cannot express."""
-    m, lo, t = cfg.model, cfg.loss, cfg.train
-    _choice(m.system, SYSTEMS, f"{where}: model.system")
-    _choice(m.norm, ("batch", "group", "none"), f"{where}: model.norm")
-    _choice(m.content_norm, ("none", "instance"), f"{where}: model.content_norm")
-    _choice(m.speaker_classifier, ("linear", "cosine"), f"{where}: model.speaker_classifier")
-    _choice(m.adversary_input, ("frame", "pooled"), f"{where}: model.adversary_input")
-    _choice(lo.adversarial, ("grl", "entropy"), f"{where}: loss.adversarial")
-    _choice(lo.code_distance, ("l1", "l2"), f"{where}: loss.code_distance")
-    _choice(t.sampling, ("speaker", "utterance"), f"{where}: train.sampling")
-    for name in ("speaker_dim", "content_dim", "enc_channels", "dec_channels"):
-        if getattr(m, name) <= 0:
-            raise ClsvcError(f"{where}: model.{name} must be positive")
-    if m.kernel_size % 2 == 0:
-        raise ClsvcError(f"{where}: model.kernel_size must be odd (got {m.kernel_size})")
-    if t.batch_size < 1 or t.crop_frames < 8:
-        raise ClsvcError(f"{where}: train.batch_size must be >= 1 and train.crop_frames >= 8")
-    if cfg.mel.win_length > cfg.mel.n_fft:
-        raise ClsvcError(f"{where}: mel.win_length must not exceed mel.n_fft")
-    if not 0 < cfg.mel.fmin < cfg.mel.fmax <= cfg.mel.sample_rate / 2:
-        raise ClsvcError(f"{where}: need 0 < mel.fmin < mel.fmax <= sample_rate/2")
-    # The baselines' own sections (checked here so a typo fails at load, not mid-build).
-    a, v, s = cfg.autovc, cfg.vqvc, cfg.stargan
-    _choice(a.code_distance, ("l1", "l2"), f"{where}: autovc.code_distance")
-    if a.bottleneck_dim < 2 or a.bottleneck_dim % 2 or a.downsample < 1:
-        raise ClsvcError(f"{where}: autovc.bottleneck_dim must be even and >= 2 (two LSTM directions) "
-                         "and autovc.downsample >= 1")
-    if v.levels < 1 or v.codebook_size < 2 or v.code_dim < 1:
-        raise ClsvcError(f"{where}: vqvc.levels >= 1, vqvc.codebook_size >= 2 and vqvc.code_dim >= 1 are needed")
-    if not 0.0 <= v.codebook_ema < 1.0:
-        raise ClsvcError(f"{where}: vqvc.codebook_ema must be in [0, 1) (0 = codebook loss instead of EMA)")
-    if s.res_blocks < 0 or s.gen_channels < 2 or s.disc_channels < 2:
-        raise ClsvcError(f"{where}: stargan.gen_channels and stargan.disc_channels must be >= 2, res_blocks >= 0")
+    """Every value range and cross-field rule of ``cfg``, in one place (the models trust it).
+
+    Raises one ClsvcError line, ``where: key must be ... (got ...)``, with every broken rule
+    (``; ``-separated when there are several).
+    """
+    problems: dict[str, str] = {}
+
+    def get(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok and key not in problems:  # the first broken rule of a key is enough
+            problems[key] = f"{key} {rule} (got {get(key)!r})"
+
+    # Types the annotations promise (a config built in code never went through from_dict).
+    for section in dataclasses.fields(cfg):
+        hints = typing.get_type_hints(type(getattr(cfg, section.name)))
+        for name, tp in hints.items():
+            key, value = f"{section.name}.{name}", get(f"{section.name}.{name}")
+            if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+                problems[key] = f"{key}: {value!r} is not one of {', '.join(typing.get_args(tp))}"
+            elif tp is float:
+                need(_is_number(value), key, "must be a finite number")
+            elif tp is int:
+                need(_is_int(value), key, "must be an integer")
+    if problems:  # the rules below compare values, which needs the right types
+        raise ClsvcError(f"{where}: {'; '.join(problems.values())}")
+
+    for key, lo in _MIN_INT.items():
+        v, hi = get(key), _MAX_INT.get(key)
+        if hi is None:
+            need(_is_int(v) and v >= lo, key, f"must be an integer >= {lo}")
+        else:
+            need(_is_int(v) and lo <= v <= hi, key, f"must be an integer in [{lo}, {hi}]")
+    for key in _NON_NEGATIVE:
+        need(_is_number(get(key)) and get(key) >= 0, key, "must be a finite number >= 0")
+    for key in _POSITIVE:
+        need(_is_number(get(key)) and get(key) > 0, key, "must be a finite number > 0")
+
+    mel, m, o = cfg.mel, cfg.model, cfg.optim
+    need(_is_int(m.kernel_size) and m.kernel_size >= 1 and m.kernel_size % 2 == 1, "model.kernel_size",
+         "must be odd and >= 1 (same-length convolutions)")
+    need(m.postnet_layers < 2 or m.postnet_channels >= 1, "model.postnet_channels",
+         f"must be >= 1 when model.postnet_layers >= 2 (it is {m.postnet_layers})")
+    need(m.adversary_layers < 1 or m.adversary_hidden >= 1, "model.adversary_hidden",
+         f"must be >= 1 when model.adversary_layers >= 1 (it is {m.adversary_layers})")
+    need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")
+    need(_is_number(mel.fmin) and 0 < mel.fmin < mel.fmax, "mel.fmin", f"must be > 0 and below mel.fmax = {mel.fmax!r}")
+    need(_is_number(mel.fmax) and mel.fmax <= mel.sample_rate / 2, "mel.fmax",
+         f"must not exceed mel.sample_rate/2 = {mel.sample_rate / 2:g}")
+    need(_is_number(mel.min_level_db) and mel.min_level_db < 0, "mel.min_level_db",
+         "must be a finite number < 0 (the dB floor mapped to 0)")
+    need(isinstance(o.betas, (tuple, list)) and len(o.betas) == 2
+         and all(_is_number(b) and 0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
+    a, v = cfg.autovc, cfg.vqvc
+    need(_is_int(a.bottleneck_dim) and a.bottleneck_dim >= 2 and a.bottleneck_dim % 2 == 0, "autovc.bottleneck_dim",
+         "must be even and >= 2 (one half per LSTM direction)")
+    need(_is_number(v.codebook_ema) and 0 <= v.codebook_ema < 1, "vqvc.codebook_ema",
+         "must be in [0, 1) (0 = codebook loss instead of EMA)")
+    for key in ("stargan.gen_channels", "stargan.disc_channels"):
+        need(_is_int(get(key)) and get(key) >= 2 and get(key) % 2 == 0, key, "must be even and >= 2 (GLUs halve it)")
+    if m.system == "autovc":
+        need(m.enc_lstm_layers >= 1, "model.enc_lstm_layers", "must be >= 1 for autovc (the BiLSTM is its bottleneck)")
+    if m.system == "stargan":
+        need(mel.n_mels % 4 == 0, "mel.n_mels", "must be a multiple of 4 for stargan (G halves the mel axis twice)")
+
+    if problems:
+        raise ClsvcError(f"{where}: {'; '.join(problems.values())}")
+
+
+# ----------------------------------------------------------------------------------------------
+# command-line flags from a flat settings dataclass
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _cli_fields(cls: type, skip: Collection[str]) -> list[dataclasses.Field]:
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    return [f for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
+                            skip: Collection[str] = ()) -> None:
+    """Add one ``--kebab-name`` flag per field of the flat dataclass ``cls`` (dest = field name).
+
+    The type comes from the annotation (``Literal[...]`` gives ``choices``, ``X | None`` reads as
+    X, a ``tuple``/``list`` takes several values), the default from the field, the help from
+    ``field(metadata={"help": ...})``. A bool that defaults to True becomes ``--no-name``, one
+    that defaults to False ``--name``. Fields named in ``skip`` get no flag. Read the values back
+    with :func:`dataclass_from_namespace`.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in _cli_fields(cls, skip):
+        tp, default = hints[f.name], _field_default(f)
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata.get("help")}
+        if tp is bool:
+            if default is True:
+                parser.add_argument("--no-" + f.name.replace("_", "-"), action="store_false", default=True, **kw)
+            else:
+                parser.add_argument(_flag(f.name), action="store_true", default=False, **kw)
+            continue
+        if default is dataclasses.MISSING:
+            kw["required"] = True
+        else:
+            kw["default"] = default
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(members) == 1:
+            tp = members[0]  # X | None
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is Literal:
+            kw["choices"] = list(args)
+            kinds = {type(a) for a in args}
+            kw["type"] = kinds.pop() if len(kinds) == 1 else str
+        elif origin in (tuple, list):
+            item = args[0] if args else str
+            kw["nargs"] = "+" if origin is list or (len(args) == 2 and args[1] is Ellipsis) else len(args)
+            kw["type"] = item
+        elif isinstance(tp, type) and origin is None:
+            kw["type"] = tp
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for type {tp}")
+        if kw["type"] is bool:  # bool("false") is True: parse the words instead
+            kw["type"] = _to_bool
+        parser.add_argument(_flag(f.name), **kw)
+
+
+def dataclass_from_namespace(cls: type[T], ns: argparse.Namespace, skip: Collection[str] = (),
+                             where: str = "command line") -> T:
+    """The ``cls`` that :func:`add_dataclass_arguments` flags describe, read back from ``ns``
+    (built with :func:`from_dict`, so types and choices are checked; skipped fields keep their
+    defaults)."""
+    data = {f.name: getattr(ns, f.name) for f in _cli_fields(cls, skip) if hasattr(ns, f.name)}
+    return from_dict(cls, data, where)

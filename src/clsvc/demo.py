@@ -82,7 +82,8 @@ def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = Fa
     from .audio import load_wav, save_wav
     from .config import load_config
     from .data import SplitSpec, preprocess
-    from .evaluation.similarity import centroid, cosine, embed_wav
+    from .dvector import embed_wav
+    from .evaluation.similarity import centroid, cosine
     from .inference import load
     from .training import train
 

@@ -172,7 +172,7 @@ def train_system(spec: SystemSpec, exp: Experiment, feats: Path, run: Path, prog
         ckpt = train(None, feats, run, resume=True, progress=progress, overrides=_budget_overrides(exp))
     else:
         ckpt = train(load_config(spec.config, overrides), feats, run, progress=progress)
-    from .training.checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     meta = load_checkpoint(ckpt)
     (run / DONE).write_text(json.dumps({"system": spec.name, "config": spec.config, "overrides": spec.overrides,

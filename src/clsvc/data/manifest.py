@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..config import MelConfig, from_dict
 from ..errors import ClsvcError
+from ..files import atomic_path, atomic_write_text
 
 MANIFEST = "manifest.tsv"
 FEATURES_INFO = "features.json"
@@ -44,32 +43,15 @@ class Entry:
     transcript: str = ""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def write_manifest(folder: Path, entries: list[Entry]) -> None:
     names = [f.name for f in fields(Entry)]
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f, delimiter="\t", lineterminator="\n")
-            w.writerow(names)
-            for e in entries:
-                row = asdict(e)
-                row["transcript"] = " ".join(str(row["transcript"]).split())  # no tabs/newlines
-                w.writerow([row[n] for n in names])
-        os.replace(tmp, folder / MANIFEST)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(folder / MANIFEST) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(names)
+        for e in entries:
+            row = asdict(e)
+            row["transcript"] = " ".join(str(row["transcript"]).split())  # no tabs/newlines
+            w.writerow([row[n] for n in names])
 
 
 def read_manifest(folder: str | Path) -> list[Entry]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from ..audio import load_wav, trim_silence, wav_to_mel
 from ..config import MelConfig
 from ..errors import ClsvcError
+from ..files import atomic_path
 from .corpora import Utterance, read_corpus
 from .manifest import Entry, check_features_mel, write_features_info, write_manifest
 
@@ -109,14 +109,8 @@ def _process_one(args: tuple) -> tuple[int, str]:
         if mel.shape[0] < min_frames:
             return 0, f"only {mel.shape[0]} frames after trimming, need {min_frames}"
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".npy", dir=dst.parent)
-        os.close(fd)
-        try:
+        with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return int(mel.shape[0]), ""
     except ClsvcError as e:
         return 0, str(e)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import ACCEPT_THRESHOLD
 from .report import KIND_LABEL, finish_share_plot
 from .stats import Estimate
 from .suite import METRICS
@@ -22,7 +23,7 @@ def _cell(metrics: dict, group: str, kind: str, key: str, prop: bool, digits: in
     return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
 
 
-def table1(results: dict[str, dict], threshold: float = 0.84) -> str:
+def table1(results: dict[str, dict], threshold: float = ACCEPT_THRESHOLD) -> str:
     """Markdown table: one row per system (+ the two bounds), seen and one-shot columns."""
     conds = ("seen", "unseen")
     # Columns no system has (e.g. WER with eval.asr off) are left out.
@@ -112,11 +113,11 @@ def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], result
 
 def write(work: Path, exp, results: dict[str, dict]) -> dict:
     """Write ``comparison.md`` / ``comparison.json`` / ``plots/`` under ``work``."""
-    from ..data.manifest import atomic_write_text
+    from ..files import atomic_write_text
 
     plots = work / "plots"
     plots.mkdir(exist_ok=True)
-    threshold = exp.eval.get("threshold", 0.84)
+    threshold = exp.eval.get("threshold", ACCEPT_THRESHOLD)
     slugs = {s.name: s.slug for s in exp.systems}
     lines = [f"# Experiment {exp.name}", "",
              f"`{exp.source}`; budget per system: "

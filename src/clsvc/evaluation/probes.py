@@ -7,9 +7,17 @@ codes of training utterances and tested on held-out utterances does measure what
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ..data.manifest import Entry
+from ..models import VCSystem
+
+NO_CONTENT = "the system has no frame-level content code to probe"
 
 
 def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
@@ -45,16 +53,17 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return acc
 
 
-def extract_codes(model, feats_dir, entries, max_frames_per_utt: int = 64, seed: int = 0) -> dict:
-    """Frozen codes of manifest entries from a :class:`~clsvc.models.ClsVC` ``model``.
+def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], max_frames_per_utt: int = 64,
+                  seed: int = 0) -> dict[str, Any]:
+    """Frozen codes (:meth:`~clsvc.models.VCSystem.codes`) of manifest entries.
 
-    Returns a dict of numpy arrays: ``frames`` (sum of frames, content_dim) — up to
-    ``max_frames_per_utt`` randomly chosen C_x frames per utterance —, ``frame_labels``,
-    ``pooled`` (utterances, content_dim) — time-averaged C_x —, ``speaker`` (utterances,
-    speaker_dim) — unit S_x —, ``labels`` (utterances,) and ``names`` (label -> speaker).
+    Returns a dict: ``frames`` (sum of frames, content_dim) — up to ``max_frames_per_utt``
+    randomly chosen content frames per utterance —, ``frame_labels``, ``pooled`` (utterances,
+    content_dim) — time-averaged content —, ``speaker`` (utterances, speaker_dim) — the unit
+    speaker codes —, ``labels`` (utterances,) and ``names`` (label -> speaker). ``frames`` and
+    ``pooled`` are None for a system without a content code, ``speaker`` for one without a
+    speaker encoder of its own.
     """
-    from pathlib import Path
-
     feats_dir = Path(feats_dir)
     names = sorted({e.speaker for e in entries})
     rng = np.random.default_rng(seed)
@@ -62,29 +71,35 @@ def extract_codes(model, feats_dir, entries, max_frames_per_utt: int = 64, seed:
     device = next(model.parameters()).device
     for e in entries:
         mel = torch.from_numpy(np.load(feats_dir / e.feature)).unsqueeze(0).to(device)
-        c = model.content(mel)[0].float().cpu().numpy()
-        s = (model.embed(mel)[0].float().cpu().numpy() if getattr(model, "embedding", "mel") == "mel"
-             else np.zeros(1, dtype=np.float32))  # no speaker encoder of its own
-        idx = rng.choice(len(c), size=min(max_frames_per_utt, len(c)), replace=False)
-        frames.append(c[idx])
-        lab_f.append(np.full(len(idx), names.index(e.speaker)))
-        pooled.append(c.mean(0))
-        spk.append(s)
+        codes = model.codes(mel)
+        if codes.content is not None:
+            c = codes.content[0].float().cpu().numpy()
+            idx = rng.choice(len(c), size=min(max_frames_per_utt, len(c)), replace=False)
+            frames.append(c[idx])
+            lab_f.append(np.full(len(idx), names.index(e.speaker)))
+            pooled.append(c.mean(0))
+        if codes.speaker is not None:
+            spk.append(codes.speaker[0].float().cpu().numpy())
         lab_u.append(names.index(e.speaker))
-    return {"frames": np.concatenate(frames), "frame_labels": np.concatenate(lab_f),
-            "pooled": np.stack(pooled), "speaker": np.stack(spk), "labels": np.array(lab_u),
-            "names": names}
+    return {"frames": np.concatenate(frames) if frames else None,
+            "frame_labels": np.concatenate(lab_f) if lab_f else None,
+            "pooled": np.stack(pooled) if pooled else None, "speaker": np.stack(spk) if spk else None,
+            "labels": np.array(lab_u), "names": names}
 
 
-def probe_codes(model, feats_dir, train_entries, test_entries, seed: int = 0) -> dict:
+def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entry], test_entries: list[Entry],
+                seed: int = 0) -> dict[str, Any]:
     """Speaker accuracy of fresh probes on C_x frames, pooled C_x and S_x.
 
     Probes are trained on the codes of ``train_entries`` and tested on ``test_entries`` (other
     utterances of the same speakers). Returns ``chance`` (1 / speakers), ``content_frame``,
-    ``content_pooled``, ``speaker`` and the counts used.
+    ``content_pooled``, ``speaker`` (NaN without a speaker encoder of the system's own) and the
+    counts used; ``{"skipped": why}`` for a system without a content code.
     """
     tr = extract_codes(model, feats_dir, train_entries, seed=seed)
     te = extract_codes(model, feats_dir, test_entries, seed=seed + 1)
+    if tr["frames"] is None or te["frames"] is None:
+        return {"skipped": NO_CONTENT}
     if tr["names"] != te["names"]:
         keep = set(tr["names"]) & set(te["names"])
         raise ValueError(f"probe train/test speakers differ ({len(tr['names'])} vs {len(te['names'])}, "
@@ -100,5 +115,5 @@ def probe_codes(model, feats_dir, train_entries, test_entries, seed: int = 0) ->
                                          epochs=200, batch_size=64, seed=seed),
         "speaker": (probe_accuracy(tr["speaker"], tr["labels"], te["speaker"], te["labels"],
                                    epochs=200, batch_size=64, seed=seed)
-                    if getattr(model, "embedding", "mel") == "mel" else float("nan")),
+                    if tr["speaker"] is not None and te["speaker"] is not None else float("nan")),
     }

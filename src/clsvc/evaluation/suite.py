@@ -40,36 +40,17 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..config import MelConfig, from_dict
+from ..config import EvalConfig, MelConfig, from_dict
 from ..data.manifest import Entry, read_features_mel, read_manifest
 from ..errors import ClsvcError
+from ..models import Reference
+from .probes import NO_CONTENT
 from .stats import Estimate, mean_ci, proportion_ci
 
 KINDS = ("converted", "target_gl", "source_gl")
 KIND_LABEL = {"converted": "converted", "target_gl": "bound: real target → GL",
               "source_gl": "bound: unconverted source → GL"}
 CONDITIONS = ("seen", "unseen")
-
-
-@dataclass
-class EvalConfig:
-    """Settings of an evaluation (the protocol and which scorers run)."""
-
-    seen_pairs: int = 48            # many-to-many pairs among training speakers
-    unseen_pairs: int = 36          # one-shot pairs among unseen speakers
-    refs: int = 3                   # reference utterances per one-shot target
-    seen_target: str = "table"      # table: stored training embedding; refs: like one-shot
-    centroid_utterances: int = 10   # real utterances per speaker in its Resemblyzer centroid
-    threshold: float = 0.84         # the paper's acceptance threshold (Fig. 3)
-    seed: int = 0
-    mcd: bool = True                # audio (WORLD) and feature (log-mel) MCD, parallel pairs only
-    asr: bool = True                # pocketsphinx WER / CER
-    probes: bool = True             # fresh speaker classifiers on frozen C_x / S_x
-    tsne: bool = True               # t-SNE of S_x for unseen speakers (Fig. 5)
-    tsne_utterances: int = 20       # per speaker
-    tsne_speakers: int = 20
-    bounds: bool = True             # score the two Griffin-Lim bounds too
-    samples: int = 4                # converted wavs kept per condition (with source and target)
 
 
 @dataclass
@@ -306,7 +287,7 @@ class _Audio:
         return self._wav[e.source]
 
     def embedding(self, e: Entry) -> np.ndarray:
-        from .similarity import embed_wav
+        from ..dvector import embed_wav
 
         if e.source not in self._emb:
             self._emb[e.source] = embed_wav(self.wav(e), self.mel_cfg.sample_rate)
@@ -315,7 +296,8 @@ class _Audio:
 
 def _score_kind(row: dict, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: dict) -> None:
     """Fill ``row`` with every metric of one audio (converted or a bound) of ``pair``."""
-    from .similarity import cosine, embed_wav
+    from ..dvector import embed_wav
+    from .similarity import cosine
 
     cfg: EvalConfig = ctx["cfg"]
     sr = ctx["mel_cfg"].sample_rate
@@ -436,10 +418,10 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         if vc.mel_cfg != feats_mel:
             raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint}; "
                              "preprocess the corpus with the checkpoint's config")
-        if not vc.model.one_shot:
+        if not vc.one_shot:
             cfg = replace(cfg, seen_target="table")
         protocol = build_protocol(entries, cfg, vc.speakers if cfg.seen_target == "table" else None)
-        if not vc.model.one_shot and any(p.condition == "unseen" for p in protocol.pairs):
+        if not vc.one_shot and any(p.condition == "unseen" for p in protocol.pairs):
             protocol.pairs = [p for p in protocol.pairs if p.condition != "unseen"]
             protocol.notes.append(f"{vc.system} converts only into training speakers: one-shot pairs skipped")
     else:
@@ -544,15 +526,11 @@ def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig
             conv_mel = wav_to_mel(conv_wav, mel_cfg)
         else:
             if pair.refs:
-                spk = vc.embed([audio.wav(r) for r in pair.refs])
+                spk = vc.voice([vc.reference(audio.wav(r)) for r in pair.refs])
             else:
                 spk = vc.speaker_embedding(pair.target.speaker)
-            src_vec = None
-            if vc.model.needs_source_vector:  # AutoVC: the source's own voice vector too
-                src_vec = (vc.speaker_embedding(pair.source.speaker)
-                           if not pair.refs and pair.source.speaker in vc.speakers
-                           else vc.embed(audio.wav(pair.source)))
-            conv_mel = vc.convert_mel(src_mel, spk, src_vec)
+            src = pair.source
+            conv_mel = vc.convert_mel(Reference(src_mel, load_wav=lambda src=src: audio.wav(src)), spk)
             conv_wav = vocode(conv_mel)
         audios = {"converted": (conv_wav, conv_mel)}
         reuse = cfg.bounds and pair.name in cached
@@ -577,15 +555,19 @@ def _run(protocol: Protocol, vc, cfg: EvalConfig, data: Path, mel_cfg: MelConfig
             save_wav(out / "samples" / f"{pair.name}_target.wav", audio.wav(pair.target), sr)
 
     if bounds_cache is not None and cfg.bounds:
-        from ..data.manifest import atomic_write_text
+        from ..files import atomic_write_text
 
         atomic_write_text(Path(bounds_cache), json.dumps({"key": cache_key, "rows": cached}) + "\n")
     summary = summarize(rows)
     extra: dict = {}
-    if vc is not None and cfg.probes and vc.model.has_content:
-        extra["probes"] = _probes(vc, data, entries, protocol, cfg)
-    if vc is not None and cfg.tsne and vc.model.embedding == "mel":
-        extra["tsne"] = _tsne(vc, data, entries, cfg, out / "plots" / "fig5_tsne.png")
+    if vc is not None and cfg.probes:
+        probes = _probes(vc, data, entries, protocol, cfg)
+        if probes.get("skipped") != NO_CONTENT:  # a system without a content code has no probes
+            extra["probes"] = probes
+    if vc is not None and cfg.tsne:
+        tsne = _tsne(vc, data, entries, cfg, out / "plots" / "fig5_tsne.png")
+        if tsne is not None:  # None: no speaker encoder of the system's own
+            extra["tsne"] = tsne
     from . import report
 
     report.plot_similarity(rows, cfg.threshold, out / "plots" / "fig3_similarity.png")
@@ -629,7 +611,7 @@ def _probes(vc, data: Path, entries: list[Entry], protocol: Protocol, cfg: EvalC
     return probe_codes(vc.model, data, train, test, seed=cfg.seed)
 
 
-def _tsne(vc, data: Path, entries: list[Entry], cfg: EvalConfig, png: Path) -> dict:
+def _tsne(vc, data: Path, entries: list[Entry], cfg: EvalConfig, png: Path) -> dict | None:
     """t-SNE of S_x of unseen speakers (the paper's Fig. 5), or of held-out utterances of
     training speakers when the corpus has no unseen speakers."""
     from .probes import extract_codes
@@ -645,6 +627,8 @@ def _tsne(vc, data: Path, entries: list[Entry], cfg: EvalConfig, png: Path) -> d
     if len(names) < 2 or len(chosen) < 6:
         return {"skipped": "needs at least two speakers with utterances for t-SNE"}
     codes = extract_codes(vc.model, data, chosen, seed=cfg.seed)
+    if codes["speaker"] is None:
+        return None
     labels = [codes["names"][i] for i in codes["labels"]]
     genders = [e.gender for e in chosen]
     points = tsne_2d(codes["speaker"], seed=cfg.seed)

@@ -10,9 +10,10 @@ import importlib
 
 from ..config import Config
 from ..errors import ClsvcError
-from .base import VCSystem
-from .clsvc import ClsVC, ClsVCOutput
-from .losses import clsvc_losses
+from .base import Codes, VCSystem
+from .clsvc import ClsVC
+from .losses import ClsVCOutput, clsvc_losses
+from .voices import DVectorVoice, EncoderVoice, NotOneShot, Reference, TableVoice, VoicePart
 
 # system name -> "module:Class" (imported on demand so a broken baseline cannot break ClsVC)
 REGISTRY = {
@@ -25,6 +26,7 @@ REGISTRY = {
 
 
 def system_class(name: str) -> type[VCSystem]:
+    """The class registered under ``name`` (imported on first use)."""
     if name not in REGISTRY:
         raise ClsvcError(f"unknown model.system {name!r}; choose one of {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
@@ -38,4 +40,5 @@ def build_system(cfg: Config) -> VCSystem:
     return system_class(cfg.model.system).from_config(cfg)
 
 
-__all__ = ["REGISTRY", "ClsVC", "ClsVCOutput", "VCSystem", "build_system", "clsvc_losses", "system_class"]
+__all__ = ["REGISTRY", "ClsVC", "ClsVCOutput", "Codes", "DVectorVoice", "EncoderVoice", "NotOneShot", "Reference",
+           "TableVoice", "VCSystem", "VoicePart", "build_system", "clsvc_losses", "system_class"]

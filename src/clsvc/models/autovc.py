@@ -20,12 +20,13 @@ frames, ``code = dist(E(x', s_src), E(x, s_src))`` on the down-sampled codes (``
 L1 in AutoVC) and ``total = recon + lambda_code * code``. In training source = target = the
 speaker's mean d-vector (self-reconstruction).
 
-Speaker vectors are Resemblyzer's GE2E d-vectors (256-d, unit). The trainer computes each
-training speaker's mean d-vector before training and hands the (K, 256) table over with
-:meth:`AutoVC.set_speaker_vectors`; it is a registered buffer, so it is saved with the weights
-and a checkpoint converts into ``--target-speaker NAME`` without the training data. One-shot
-conversion gets the target's (and the source's) d-vector from reference audio
-(:class:`clsvc.inference.Converter` with ``embedding == "dvector"``).
+Speaker vectors are Resemblyzer's GE2E d-vectors (256-d, unit), made by the system's voice part
+(:class:`~.voices.DVectorVoice`). Before training the trainer calls ``voice.fit`` with the
+training speakers' utterances; the part keeps each speaker's mean d-vector in its (K, 256)
+buffer, which is saved with the weights, so a checkpoint converts into ``--target-speaker NAME``
+without the training data. One-shot conversion gets the target's d-vector from reference audio
+and the source's own d-vector from the source utterance (:meth:`AutoVC.source_condition`),
+through the same part.
 
 Choices where the paper and its released code are silent or do not apply here:
 
@@ -40,25 +41,23 @@ Choices where the paper and its released code are silent or do not apply here:
 * Weights use PyTorch's default initialisation like ClsVC (the released code uses Xavier).
 * ``convert`` re-normalises the given vectors to unit length (the training table's rows are
   unit means, Resemblyzer's utterance embeddings are unit).
-* No content code for the probes (``has_content = False``): the code needs the source
+* No content code for the probes (:meth:`codes` gives none): the code needs the source
   speaker's d-vector, which the probe interface does not provide.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import AutoVCConfig, Config, ModelConfig
+from ..dvector import DIM as DVECTOR_DIM
 from ..errors import ClsvcError
 from .base import VCSystem
-from .clsvc import Decoder, _conv_stack
-from .layers import length_mask
-
-DVECTOR_DIM = 256  # Resemblyzer's GE2E d-vector
+from .clsvc import Decoder
+from .layers import conv_stack, length_mask, masked_frame_mse, masked_mean
+from .voices import DVectorVoice, Reference
 
 
 def downsample_codes(h: torch.Tensor, d: int) -> torch.Tensor:
@@ -73,21 +72,15 @@ def upsample_codes(codes: torch.Tensor, d: int) -> torch.Tensor:
     return codes.repeat_interleave(d, dim=1)
 
 
-def _masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the valid frames (mask (B, T)) of (B, T, D) tensors."""
-    per = ((a - b) ** 2).mean(-1)
-    return (per * mask).sum() / mask.sum().clamp_min(1.0)
-
-
 class ContentEncoder(nn.Module):
     """(mel (B, T, M), speaker vector (B, 256)) -> BiLSTM outputs (B, T, bottleneck_dim);
     T must be a multiple of the down-sampling factor for :func:`downsample_codes`."""
 
-    def __init__(self, n_mels: int, cfg: ModelConfig, bottleneck_dim: int):
+    def __init__(self, n_mels: int, speaker_dim: int, channels: int, conv_layers: int, lstm_layers: int,
+                 bottleneck_dim: int, kernel: int, norm: str):
         super().__init__()
-        self.convs, d = _conv_stack(n_mels + DVECTOR_DIM, cfg.enc_channels, cfg.enc_conv_layers, cfg)
-        self.lstm = nn.LSTM(d, bottleneck_dim // 2, num_layers=cfg.enc_lstm_layers,
-                            batch_first=True, bidirectional=True)
+        self.convs, d = conv_stack(n_mels + speaker_dim, channels, conv_layers, kernel, norm)
+        self.lstm = nn.LSTM(d, bottleneck_dim // 2, num_layers=lstm_layers, batch_first=True, bidirectional=True)
 
     def forward(self, mel: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
         x = torch.cat([mel, speaker.unsqueeze(1).expand(-1, mel.shape[1], -1)], dim=-1)
@@ -99,58 +92,25 @@ class AutoVC(VCSystem):
     """AutoVC: content encoder with a down-sampled bottleneck, decoder + postnet, conditioned
     on (mean) Resemblyzer d-vectors. See the module docstring."""
 
-    embedding = "dvector"
-    needs_source_vector = True
-    has_content = False
-
     @classmethod
-    def from_config(cls, cfg: Config) -> "AutoVC":
+    def from_config(cls, cfg: Config) -> AutoVC:
         return cls(cfg.model, cfg.autovc, n_mels=cfg.mel.n_mels)
 
     def __init__(self, cfg: ModelConfig, acfg: AutoVCConfig | None = None, n_mels: int = 80):
         super().__init__()
         acfg = acfg or AutoVCConfig()
-        if cfg.n_speakers < 1:
-            raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
-        if acfg.bottleneck_dim < 2 or acfg.bottleneck_dim % 2:
-            raise ClsvcError(f"autovc.bottleneck_dim must be even and >= 2 (one half per LSTM "
-                             f"direction), got {acfg.bottleneck_dim}")
-        if acfg.downsample < 1:
-            raise ClsvcError(f"autovc.downsample must be >= 1, got {acfg.downsample}")
-        if acfg.code_distance not in ("l1", "l2"):
-            raise ClsvcError(f"autovc.code_distance: {acfg.code_distance!r} is not one of l1, l2")
-        if cfg.enc_lstm_layers < 1:
-            raise ClsvcError("model.enc_lstm_layers must be >= 1 for autovc (the BiLSTM is its bottleneck)")
         self.cfg = cfg
         self.acfg = acfg
         self.n_mels = n_mels
-        self.encoder = ContentEncoder(n_mels, cfg, acfg.bottleneck_dim)
-        # ClsVC's decoder reads its input width from content_dim + speaker_dim.
-        self.decoder = Decoder(n_mels, dataclasses.replace(cfg, content_dim=acfg.bottleneck_dim,
-                                                           speaker_dim=DVECTOR_DIM))
-        # Mean d-vector of each training speaker (all zeros until set_speaker_vectors).
-        self.register_buffer("dvectors", torch.zeros(cfg.n_speakers, DVECTOR_DIM))
+        self.encoder = ContentEncoder(n_mels, DVECTOR_DIM, cfg.enc_channels, cfg.enc_conv_layers,
+                                      cfg.enc_lstm_layers, acfg.bottleneck_dim, cfg.kernel_size, cfg.norm)
+        self.decoder = Decoder.from_model_config(n_mels, acfg.bottleneck_dim, DVECTOR_DIM, cfg)
+        # Mean d-vector of each training speaker (all zeros until the trainer calls voice.fit).
+        self.voice = DVectorVoice(cfg.n_speakers)
 
-    @property
-    def speaker_dim(self) -> int:
-        return DVECTOR_DIM
-
-    # ------------------------------------------------------------------ speaker vectors
-
-    def set_speaker_vectors(self, vectors: torch.Tensor) -> None:
-        """Store the (K, 256) mean d-vectors of the training speakers (rows re-normalised)."""
-        if tuple(vectors.shape) != tuple(self.dvectors.shape):
-            raise ClsvcError(f"AutoVC needs a ({self.dvectors.shape[0]}, {DVECTOR_DIM}) table of "
-                             f"speaker d-vectors, got {tuple(vectors.shape)}")
-        with torch.no_grad():
-            self.dvectors.copy_(F.normalize(vectors.to(self.dvectors).float(), dim=-1))
-
-    def _has_table(self) -> bool:
-        return bool((self.dvectors.abs().sum(-1) > 0).all())
-
-    def speaker_vectors(self) -> torch.Tensor | None:
-        """(K, 256) unit mean d-vectors of the training speakers, or None before they are set."""
-        return self.dvectors.detach().clone() if self._has_table() else None
+    def source_condition(self, source: Reference) -> torch.Tensor:
+        """The source utterance's own d-vector (256,), which the content encoder reads."""
+        return self.voice.voice([source])
 
     # ------------------------------------------------------------------ pieces
 
@@ -176,13 +136,13 @@ class AutoVC(VCSystem):
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
                 phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Self-reconstruction loss of a batch: mel (B, T, M), lengths (B,), speaker (B,)."""
-        if not self._has_table():
-            raise ClsvcError("AutoVC has no speaker d-vectors: call set_speaker_vectors((K, 256)) "
-                             "before training (the trainer does this for dvector systems)")
+        if not self.voice.fitted:
+            raise ClsvcError("AutoVC has no speaker d-vectors: call voice.fit(...) or voice.set_table((K, 256)) "
+                             "before training (the trainer does this)")
         t = mel.shape[1]
         d = self.acfg.downsample
         mask = length_mask(lengths, t)
-        vec = self.dvectors[speaker]
+        vec = self.voice.dvectors[speaker]
         codes = self.encode(mel, vec)
         mel_out, mel_post = self.decode(codes, vec, t)
         # Re-encode x' with the input's padding, so padded frames cannot move the codes.
@@ -191,11 +151,11 @@ class AutoVC(VCSystem):
         # A code block counts when it starts inside the utterance.
         block_mask = (torch.arange(codes.shape[1], device=mel.device)[None, :] * d
                       < lengths[:, None]).float()
-        recon_post = _masked_mse(mel_post.float(), mel, mask)
-        recon_pre = _masked_mse(mel_out.float(), mel, mask)
+        recon_post = masked_frame_mse(mel_post.float(), mel, mask)
+        recon_pre = masked_frame_mse(mel_out.float(), mel, mask)
         diff = codes_re.float() - codes.float()
         dist = diff.abs() if self.acfg.code_distance == "l1" else diff ** 2
-        code = (dist.mean(-1) * block_mask).sum() / block_mask.sum().clamp_min(1.0)
+        code = masked_mean(dist.mean(-1), block_mask)
         recon = recon_post + recon_pre
         total = recon + self.acfg.lambda_code * code
         return total, {"total": total, "recon": recon, "recon_post": recon_post, "code": code}

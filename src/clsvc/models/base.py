@@ -2,9 +2,11 @@
 evaluator.
 
 A system is an ``nn.Module`` built from the whole :class:`~clsvc.config.Config` (so it can read
-its own section, e.g. ``cfg.autovc``) plus the number of training speakers. The trainer only
-calls :meth:`VCSystem.forward` with a batch and a phase name; everything specific to a system
-(its losses, its conversion partners, a discriminator) lives in the system.
+its own section, e.g. ``cfg.autovc``) with ``cfg.model.n_speakers`` set. Everything specific to
+a system lives in it: its losses, its optimisation phases, a discriminator, and its *voice part*
+(:mod:`.voices`), the injected component that turns reference speech into the vector the
+system conditions on. The rest of the toolkit calls the methods below and never asks which
+kind of system it holds.
 
 Shapes: mel (B, T, n_mels) in [0, 1]; lengths (B,) valid frames; speaker labels (B,) indices
 into the training speaker list; a speaker vector is (speaker_dim,) or (B, speaker_dim).
@@ -12,78 +14,91 @@ into the training speaker list; a speaker vector is (speaker_dim,) or (B, speake
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+
+from .voices import Reference, VoicePart
+
+
+@dataclass
+class Codes:
+    """Frozen codes of a batch for the probes and t-SNE; None where a system has no such code.
+
+    ``content`` (B, T', c) frame-level content; ``speaker`` (B, s) unit utterance-level speaker
+    vectors from the system's own encoder.
+    """
+
+    content: torch.Tensor | None = None
+    speaker: torch.Tensor | None = None
 
 
 class VCSystem(nn.Module):
     """Base class of the systems (ClsVC, AutoVC, VQVC+, VAE-VC, StarGAN-VC2).
 
-    Class attributes describe the system to the rest of the toolkit:
-
-    * ``embedding`` — where a target voice vector comes from: ``"mel"`` (the system's own
-      encoder, :meth:`embed`; one-shot capable), ``"dvector"`` (a pretrained Resemblyzer
-      d-vector of the reference audio; one-shot capable) or ``"table"`` (a training speaker's
-      row of :meth:`speaker_vectors`; seen speakers only).
+    * ``voice`` — the system's voice part (set in ``__init__``).
     * ``phases`` — optimisation phases per training step, each with its own optimizer, run in
       this order (a GAN: ``("disc", "gen")``).
+    * ``training_only`` — state-dict prefixes that inference does not need (classifiers,
+      discriminators); an exported model leaves them out.
     """
 
-    embedding: ClassVar[str] = "mel"
-    # AutoVC's content encoder also takes the *source* speaker's vector: convert() then needs
-    # ``source`` (the source utterance's vector, made the same way as a target vector).
-    needs_source_vector: ClassVar[bool] = False
+    voice: VoicePart
     phases: ClassVar[tuple[str, ...]] = ("main",)
-    has_content: ClassVar[bool] = True  # exposes a frame-level content code (for the probes)
+    training_only: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def from_config(cls, cfg) -> "VCSystem":
+    def from_config(cls, cfg: Any) -> VCSystem:
         """Build from the whole :class:`~clsvc.config.Config` (``cfg.model.n_speakers`` set)."""
         raise NotImplementedError
 
     @property
-    def one_shot(self) -> bool:
-        return self.embedding in ("mel", "dvector")
-
-    @property
     def speaker_dim(self) -> int:
-        raise NotImplementedError
+        """Size of the vector the system conditions on."""
+        return self.voice.dim
 
     # ------------------------------------------------------------------ training
 
-    def param_groups(self, phase: str, lr: float) -> list[dict]:
-        """Parameter groups of the optimizer of ``phase`` (default: every parameter)."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+    def param_groups(self, phase: str) -> list[dict[str, Any]]:
+        """Parameter groups of the optimizer of ``phase`` (default: every parameter). A group
+        may carry ``lr_scale``: its learning rate is ``optim.lr * lr_scale``."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
                 phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss of ``phase`` on a batch: (scalar total, named terms for logging)."""
         raise NotImplementedError
 
-    def set_speaker_vectors(self, vectors: torch.Tensor) -> None:
-        """Receive per-training-speaker vectors computed outside the model (``"dvector"``
-        systems get the mean Resemblyzer d-vector of each speaker here, before training)."""
-
     # ------------------------------------------------------------------ inference
 
-    def speaker_vectors(self) -> torch.Tensor | None:
-        """(K, speaker_dim) vectors of the training speakers that the system defines itself
-        (``"table"`` systems), or None when they are computed from data by the trainer."""
+    def codes(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Codes:
+        """Content and speaker codes of mels (B, T, M) (default: none)."""
+        return Codes()
+
+    def source_condition(self, source: Reference) -> torch.Tensor | None:
+        """What :meth:`convert` needs from the source utterance besides its mel (AutoVC: its
+        voice vector, made by the voice part); None for most systems."""
         return None
-
-    def embed(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit speaker vectors (B, speaker_dim) of mels (``"mel"`` systems only)."""
-        raise NotImplementedError(f"{type(self).__name__} does not embed speakers from mels")
-
-    def content(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Frame-level content codes (B, T', c) (systems with ``has_content``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no content code")
 
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None
                 ) -> torch.Tensor:
         """Source mels (B, T, M) + target speaker vectors (B, s) or (s,) -> mels (B, T, M) in
-        [0, 1]. ``source``: the source's speaker vector, for ``needs_source_vector`` systems.
-        Runs under ``torch.inference_mode`` in every implementation."""
+        [0, 1]. ``source``: :meth:`source_condition` of the source utterance. Runs under
+        ``torch.inference_mode`` in every implementation."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ export
+
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without the ``training_only`` parts."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only)}
+
+    def load_inference_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`inference_state_dict` output; only ``training_only`` keys may be missing."""
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(self.training_only)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"state mismatch: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")

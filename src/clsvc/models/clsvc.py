@@ -7,7 +7,7 @@ last ``content_dim`` channels are C_x (B, T, c). The decoder sees C_x and S_x / 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -15,44 +15,34 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..config import Config, LossConfig, ModelConfig
-from ..errors import ClsvcError
-from .base import VCSystem
+from .base import Codes, VCSystem
 from .layers import (
-    ConvBlock,
     CosineClassifier,
+    Postnet,
+    conv_stack,
     grad_reverse,
     length_mask,
+    lstm,
     masked_instance_norm,
     masked_mean,
     mlp,
 )
-
-
-def _lstm(din: int, hidden: int, layers: int, bidirectional: bool) -> nn.LSTM | None:
-    if hidden <= 0 or layers <= 0:
-        return None
-    return nn.LSTM(din, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
-
-
-def _conv_stack(din: int, channels: int, layers: int, cfg: ModelConfig) -> tuple[nn.Sequential, int]:
-    """``layers`` conv blocks (k=cfg.kernel_size, ReLU) on (B, C, T); returns (stack, out dim)."""
-    convs = []
-    for _ in range(layers):
-        convs.append(ConvBlock(din, channels, cfg.kernel_size, cfg.norm))
-        din = channels
-    return nn.Sequential(*convs), din
+from .losses import ClsVCOutput, clsvc_losses
+from .voices import EncoderVoice
 
 
 class Encoder(nn.Module):
-    """mel (B, T, n_mels) -> Z (B, T, speaker_dim + content_dim)."""
+    """mel (B, T, n_mels) -> Z (B, T, out_dim): ``conv_layers`` conv blocks of ``channels``,
+    a BiLSTM of ``lstm_hidden`` per direction (``lstm_layers``; 0 = none), a linear map."""
 
-    def __init__(self, n_mels: int, cfg: ModelConfig):
+    def __init__(self, n_mels: int, out_dim: int, channels: int, conv_layers: int, lstm_hidden: int,
+                 lstm_layers: int, kernel: int, norm: str):
         super().__init__()
-        self.convs, d = _conv_stack(n_mels, cfg.enc_channels, cfg.enc_conv_layers, cfg)
-        self.lstm = _lstm(d, cfg.enc_lstm_hidden, cfg.enc_lstm_layers, bidirectional=True)
+        self.convs, d = conv_stack(n_mels, channels, conv_layers, kernel, norm)
+        self.lstm = lstm(d, lstm_hidden, lstm_layers, bidirectional=True)
         if self.lstm is not None:
-            d = 2 * cfg.enc_lstm_hidden
-        self.proj = nn.Linear(d, cfg.speaker_dim + cfg.content_dim)
+            d = 2 * lstm_hidden
+        self.proj = nn.Linear(d, out_dim)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         h = self.convs(mel.transpose(1, 2)).transpose(1, 2)
@@ -62,30 +52,36 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(content (B, T, c), speaker (B, s)) -> (mel before postnet, mel after postnet), (B, T, n_mels)."""
+    """(content (B, T, c), speaker (B, s)) -> (mel before postnet, mel after postnet), each
+    (B, T, n_mels). AutoVC's layout: LSTM(``pre_lstm``) (or a linear map when 0) ->
+    ``conv_layers`` convs of ``channels`` -> LSTM(``lstm_hidden`` x ``lstm_layers``) -> linear
+    to n_mels, plus the residual :class:`~.layers.Postnet`."""
 
-    def __init__(self, n_mels: int, cfg: ModelConfig):
+    def __init__(self, n_mels: int, content_dim: int, speaker_dim: int, pre_lstm: int, channels: int,
+                 conv_layers: int, lstm_hidden: int, lstm_layers: int, postnet_channels: int,
+                 postnet_layers: int, kernel: int, norm: str):
         super().__init__()
-        din = cfg.content_dim + cfg.speaker_dim
-        if cfg.dec_pre_lstm > 0:
-            self.pre = _lstm(din, cfg.dec_pre_lstm, 1, bidirectional=False)
-            d = cfg.dec_pre_lstm
+        din = content_dim + speaker_dim
+        self.pre: nn.Module
+        if pre_lstm > 0:
+            self.pre = nn.LSTM(din, pre_lstm, num_layers=1, batch_first=True)
+            d = pre_lstm
         else:
-            self.pre = nn.Linear(din, cfg.dec_channels)
-            d = cfg.dec_channels
-        self.convs, d = _conv_stack(d, cfg.dec_channels, cfg.dec_conv_layers, cfg)
-        self.lstm = _lstm(d, cfg.dec_lstm_hidden, cfg.dec_lstm_layers, bidirectional=False)
+            self.pre = nn.Linear(din, channels)
+            d = channels
+        self.convs, d = conv_stack(d, channels, conv_layers, kernel, norm)
+        self.lstm = lstm(d, lstm_hidden, lstm_layers, bidirectional=False)
         if self.lstm is not None:
-            d = cfg.dec_lstm_hidden
+            d = lstm_hidden
         self.out = nn.Linear(d, n_mels)
-        post = []
-        c = n_mels
-        for i in range(cfg.postnet_layers):
-            last = i == cfg.postnet_layers - 1
-            post.append(ConvBlock(c, n_mels if last else cfg.postnet_channels, cfg.kernel_size,
-                                  cfg.norm, "none" if last else "tanh"))
-            c = cfg.postnet_channels
-        self.postnet = nn.Sequential(*post)
+        self.postnet = Postnet(n_mels, postnet_channels, postnet_layers, kernel, norm)
+
+    @classmethod
+    def from_model_config(cls, n_mels: int, content_dim: int, speaker_dim: int, m: ModelConfig) -> Decoder:
+        """The decoder sized by the ``model`` section (ClsVC's and AutoVC's)."""
+        return cls(n_mels, content_dim, speaker_dim, m.dec_pre_lstm, m.dec_channels, m.dec_conv_layers,
+                   m.dec_lstm_hidden, m.dec_lstm_layers, m.postnet_channels, m.postnet_layers,
+                   m.kernel_size, m.norm)
 
     def forward(self, content: torch.Tensor, speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.cat([content, speaker.unsqueeze(1).expand(-1, content.shape[1], -1)], dim=-1)
@@ -94,29 +90,7 @@ class Decoder(nn.Module):
         if self.lstm is not None:
             h, _ = self.lstm(h)
         mel = self.out(h)
-        if len(self.postnet) == 0:
-            return mel, mel
-        return mel, mel + self.postnet(mel.transpose(1, 2)).transpose(1, 2)
-
-
-@dataclass
-class ClsVCOutput:
-    """Everything the losses need from one training forward pass (see :mod:`.losses`)."""
-
-    mask: torch.Tensor  # (B, T)
-    speaker: torch.Tensor  # S_x (B, s), raw
-    content: torch.Tensor  # C_x (B, T, c)
-    mel_out: torch.Tensor  # decoder output before the postnet (B, T, M)
-    mel_post: torch.Tensor  # final reconstruction x' (B, T, M)
-    speaker_re: torch.Tensor  # S of E(x') (B, s)
-    content_re: torch.Tensor  # C of E(x') (B, T, c)
-    spk_logits: torch.Tensor  # C1(S_x / |S_x|) (B, K)
-    adv_logits: torch.Tensor  # C2 logits that train C2: (B, T, K) per frame or (B, K) pooled
-    enc_adv_logits: torch.Tensor  # C2 logits whose loss trains the encoder (grl: same tensor)
-    perm: torch.Tensor | None = None  # conversion partner of each row
-    conv_speaker: torch.Tensor | None = None  # S of E(D(C_a, S_b)) (B, s)
-    conv_content: torch.Tensor | None = None  # C of E(D(C_a, S_b)) (B, T, c)
-    conv_spk_logits: torch.Tensor | None = None  # C1 on the re-encoded conversion (B, K)
+        return mel, self.postnet(mel)
 
 
 class ClsVC(VCSystem):
@@ -127,38 +101,36 @@ class ClsVC(VCSystem):
     ``torch.inference_mode``.
     """
 
-    embedding = "mel"
+    training_only = ("speaker_classifier.", "adversary.")
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "ClsVC":
-        return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss)
+    def from_config(cls, cfg: Config) -> ClsVC:
+        return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss, adversary_lr_mult=cfg.optim.adversary_lr_mult)
 
-    @property
-    def speaker_dim(self) -> int:
-        return self.cfg.speaker_dim
-
-    def param_groups(self, phase: str, lr: float) -> list[dict]:
-        """Two groups: everything but C2, and C2 (whose rate ``optim.adversary_lr_mult``
-        scales; the trainer applies the multiplier to the group named "adversary")."""
+    def param_groups(self, phase: str) -> list[dict[str, Any]]:
+        """Two groups: everything but C2, and C2 at ``optim.adversary_lr_mult`` times the rate."""
         adv = list(self.adversary.parameters())
         ids = {id(p) for p in adv}
-        return [{"params": [p for p in self.parameters() if id(p) not in ids], "lr": lr, "name": "main"},
-                {"params": adv, "lr": lr, "name": "adversary"}]
+        return [{"params": [p for p in self.parameters() if id(p) not in ids]},
+                {"params": adv, "lr_scale": self.adversary_lr_mult}]
 
-    def __init__(self, cfg: ModelConfig, n_mels: int = 80, loss: LossConfig | None = None):
+    def __init__(self, cfg: ModelConfig, n_mels: int = 80, loss: LossConfig | None = None,
+                 adversary_lr_mult: float = 1.0):
         super().__init__()
-        if cfg.n_speakers < 1:
-            raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
         self.cfg = cfg
         self.loss_cfg = loss or LossConfig()
         self.n_mels = n_mels
-        self.encoder = Encoder(n_mels, cfg)
-        self.decoder = Decoder(n_mels, cfg)
+        self.adversary_lr_mult = adversary_lr_mult
+        self.encoder = Encoder(n_mels, cfg.speaker_dim + cfg.content_dim, cfg.enc_channels, cfg.enc_conv_layers,
+                               cfg.enc_lstm_hidden, cfg.enc_lstm_layers, cfg.kernel_size, cfg.norm)
+        self.decoder = Decoder.from_model_config(n_mels, cfg.content_dim, cfg.speaker_dim, cfg)
+        self.speaker_classifier: nn.Module
         if cfg.speaker_classifier == "cosine":
             self.speaker_classifier = CosineClassifier(cfg.speaker_dim, cfg.n_speakers, cfg.cosine_scale)
         else:
             self.speaker_classifier = nn.Linear(cfg.speaker_dim, cfg.n_speakers)
         self.adversary = mlp(cfg.content_dim, cfg.adversary_hidden, cfg.n_speakers, cfg.adversary_layers)
+        self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
 
     # ------------------------------------------------------------------ pieces
 
@@ -182,6 +154,7 @@ class ClsVC(VCSystem):
         return self.decoder(content, speaker_norm)
 
     def classify_content(self, content: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """C2's logits on C_x (B, T, c): per frame (B, T, K) or on the time average (B, K)."""
         if self.cfg.adversary_input == "pooled":
             return self.adversary(masked_mean(content, mask))
         return self.adversary(content)
@@ -191,10 +164,8 @@ class ClsVC(VCSystem):
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
                 phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch (paper Eq. 8 plus the configured remedies). With a
-        conversion loss on, row i is converted to row i+1's speaker (batches are random, so
-        neighbours are random speakers)."""
-        from .losses import clsvc_losses
-
+        conversion loss on, row i is converted to row i-1's speaker (row 0 to the last row's;
+        batches are random, so neighbours are random speakers)."""
         perm = None
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
@@ -241,6 +212,12 @@ class ClsVC(VCSystem):
     def content(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Content codes C_x (B, T, c)."""
         return self.encode(mel, lengths)[1]
+
+    @torch.inference_mode()
+    def codes(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Codes:
+        """C_x (B, T, c) and unit S_x (B, s)."""
+        speaker, content, _ = self.encode(mel, lengths)
+        return Codes(content, F.normalize(speaker, dim=-1))
 
     @torch.inference_mode()
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

@@ -1,4 +1,5 @@
-"""Building blocks shared by the models: gradient reversal, conv blocks, masked pooling."""
+"""Building blocks shared by the models: gradient reversal, conv blocks, LSTMs, the postnet and
+masked (padding-aware) means."""
 
 from __future__ import annotations
 
@@ -25,16 +26,8 @@ def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return _GradReverse.apply(x, scale)
 
 
-class GradientReversal(nn.Module):
-    def __init__(self, scale: float = 1.0):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return grad_reverse(x, self.scale)
-
-
 def make_norm(kind: str, channels: int) -> nn.Module:
+    """``batch`` (AutoVC), ``group`` (batch-size independent) or ``none`` over (B, C, T)."""
     if kind == "batch":
         return nn.BatchNorm1d(channels)
     if kind == "group":
@@ -57,15 +50,66 @@ class ConvBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
+def conv_stack(din: int, channels: int, layers: int, kernel: int, norm: str) -> tuple[nn.Sequential, int]:
+    """``layers`` conv blocks (ReLU) on (B, C, T) from ``din`` to ``channels``; returns (stack, out
+    width), the width being ``din`` when ``layers`` is 0."""
+    convs = []
+    for _ in range(layers):
+        convs.append(ConvBlock(din, channels, kernel, norm))
+        din = channels
+    return nn.Sequential(*convs), din
+
+
+def lstm(din: int, hidden: int, layers: int, bidirectional: bool) -> nn.LSTM | None:
+    """A batch-first LSTM, or None when ``hidden`` or ``layers`` is 0 (the layer is left out)."""
+    if hidden <= 0 or layers <= 0:
+        return None
+    return nn.LSTM(din, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+
+
+class Postnet(nn.Sequential):
+    """AutoVC's residual postnet on a mel (B, T, n_mels): ``layers`` convs (``channels`` wide,
+    tanh; the last back to n_mels, linear) whose output is added to the input. 0 layers: the
+    identity."""
+
+    def __init__(self, n_mels: int, channels: int, layers: int, kernel: int, norm: str):
+        convs = []
+        c = n_mels
+        for i in range(layers):
+            last = i == layers - 1
+            convs.append(ConvBlock(c, n_mels if last else channels, kernel, norm, "none" if last else "tanh"))
+            c = channels
+        super().__init__(*convs)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        if len(self) == 0:
+            return mel
+        h = mel.transpose(1, 2)
+        for conv in self:
+            h = conv(h)
+        return mel + h.transpose(1, 2)
+
+
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B,) lengths -> (B, T) float mask, 1 on valid frames."""
     return (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).float()
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over time of (B, T, D) with a (B, T) mask -> (B, D)."""
-    w = mask.unsqueeze(-1).to(x.dtype)
+    """Mean over time of (B, T, D) with a (B, T) mask -> (B, D); a (B, T) input -> the scalar mean
+    over all valid frames (what the frame losses average)."""
+    w = mask.to(x.dtype)
+    if x.dim() == 2:
+        return (x * w).sum() / w.sum().clamp_min(1.0)
+    w = w.unsqueeze(-1)
     return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def masked_frame_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the valid frames (mask (B, T)) of (B, T, D) tensors: the mean
+    over D per frame, then over valid frames."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return masked_mean(((a - b) ** 2).mean(-1), mask)
 
 
 def masked_instance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

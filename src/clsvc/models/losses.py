@@ -7,29 +7,42 @@ accuracies, for logging.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..config import LossConfig
-from .clsvc import ClsVCOutput
+from .layers import masked_frame_mse, masked_mean
 
 
-def masked_frame_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over valid frames of (B, T, D) tensors."""
-    assert a.shape == b.shape, (a.shape, b.shape)
-    per_frame = ((a - b) ** 2).mean(-1)
-    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+@dataclass
+class ClsVCOutput:
+    """Everything the losses need from one training forward pass of :class:`~.clsvc.ClsVC`."""
+
+    mask: torch.Tensor  # (B, T)
+    speaker: torch.Tensor  # S_x (B, s), raw
+    content: torch.Tensor  # C_x (B, T, c)
+    mel_out: torch.Tensor  # decoder output before the postnet (B, T, M)
+    mel_post: torch.Tensor  # final reconstruction x' (B, T, M)
+    speaker_re: torch.Tensor  # S of E(x') (B, s)
+    content_re: torch.Tensor  # C of E(x') (B, T, c)
+    spk_logits: torch.Tensor  # C1(S_x / |S_x|) (B, K)
+    adv_logits: torch.Tensor  # C2 logits that train C2: (B, T, K) per frame or (B, K) pooled
+    enc_adv_logits: torch.Tensor  # C2 logits whose loss trains the encoder (grl: same tensor)
+    perm: torch.Tensor | None = None  # conversion partner of each row
+    conv_speaker: torch.Tensor | None = None  # S of E(D(C_a, S_b)) (B, s)
+    conv_content: torch.Tensor | None = None  # C of E(D(C_a, S_b)) (B, T, c)
+    conv_spk_logits: torch.Tensor | None = None  # C1 on the re-encoded conversion (B, K)
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean L1 or squared distance of equal-shaped tensors; with a (B, T) mask, over valid frames."""
     assert a.shape == b.shape, (a.shape, b.shape)
     d = (a - b).abs() if kind == "l1" else (a - b) ** 2
     if mask is None:
         return d.mean()
-    per_frame = d.mean(-1)
-    return (per_frame * mask).sum() / mask.sum().clamp_min(1.0)
+    return masked_mean(d.mean(-1), mask)
 
 
 def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,8 +55,7 @@ def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     tgt = target[:, None].expand(b, t)
     ce = F.cross_entropy(logits.reshape(b * t, k), tgt.reshape(-1), reduction="none").view(b, t)
     hit = (logits.argmax(-1) == tgt).float()
-    denom = mask.sum().clamp_min(1.0)
-    return (ce * mask).sum() / denom, (hit * mask).sum() / denom
+    return masked_mean(ce, mask), masked_mean(hit, mask)
 
 
 def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -51,7 +63,7 @@ def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     per = -F.log_softmax(logits, dim=-1).mean(-1)
     if per.dim() == 1:
         return per.mean()
-    return (per * mask).sum() / mask.sum().clamp_min(1.0)
+    return masked_mean(per, mask)
 
 
 def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg: LossConfig
@@ -79,12 +91,14 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     if cfg.adversarial == "entropy":
         terms["adv_uniform"] = adv_uniform
     if out.perm is not None:
+        assert out.conv_content is not None and out.conv_speaker is not None
         target_spk = F.normalize(out.speaker, dim=-1)[out.perm].detach()
         conv_code = (_distance(out.conv_content.float(), out.content.detach().float(), cfg.code_distance, mask)
                      + _distance(F.normalize(out.conv_speaker.float(), dim=-1), target_spk.float(), "l2"))
         total = total + cfg.convert_code * conv_code
         terms["conv_code"] = conv_code
         if cfg.convert_cls > 0:
+            assert out.conv_spk_logits is not None
             # The speaker classifier must hear speaker b in the re-encoded conversion a -> b.
             conv_cls, conv_acc = _frame_ce(out.conv_spk_logits.float(), speaker[out.perm], mask)
             total = total + cfg.convert_cls * conv_cls
@@ -93,7 +107,3 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     terms["total"] = total
     return total, terms
 
-
-def chance_ce(n_speakers: int) -> float:
-    """CE of a uniform guess: what the adversary's CE converges to when C_x is speaker-free."""
-    return math.log(n_speakers)

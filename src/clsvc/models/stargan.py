@@ -64,7 +64,7 @@ Choices where the paper is silent or does not apply:
 * Residual connections around the CIN blocks (the 1-D part of CycleGAN-VC2's generator, which
   StarGAN-VC2 takes over, is residual).
 * ``convert`` uses the given target vector as a *soft* code: it is divided by the sum of its
-  absolute values and multiplies the CIN tables, so a one-hot row of :meth:`speaker_vectors`
+  absolute values and multiplies the CIN tables, so a one-hot row of ``voice.table()``
   selects that speaker's exact (gamma, beta) and a mixture of rows interpolates them.
 
 Shapes: mel (B, T, 80) in [0, 1]; lengths (B,); speaker (B,) labels; a speaker code is (K,)
@@ -72,6 +72,8 @@ or (B, K) with K = ``model.n_speakers`` (``speaker_dim``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -82,6 +84,7 @@ from ..config import Config, StarGANConfig
 from ..errors import ClsvcError
 from .base import VCSystem
 from .layers import length_mask
+from .voices import TableVoice
 
 # Time (and frequency) down-sampling factor of the generator: two stride-2 convs.
 FACTOR = 4
@@ -240,35 +243,30 @@ class StarGANVC2(VCSystem):
     docstring). ``phases`` = ("disc", "gen"); the step counter of the identity-loss schedule is
     the buffer ``steps`` (saved with the weights)."""
 
-    embedding = "table"
     phases = ("disc", "gen")
-    has_content = False
+    training_only = ("discriminator.",)
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "StarGANVC2":
+    def from_config(cls, cfg: Config) -> StarGANVC2:
         return cls(cfg.stargan, n_speakers=cfg.model.n_speakers, n_mels=cfg.mel.n_mels)
 
     def __init__(self, cfg: StarGANConfig, n_speakers: int, n_mels: int = 80):
         super().__init__()
-        if n_speakers < 1:
-            raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
         self.cfg = cfg
         self.n_speakers = n_speakers
         self.n_mels = n_mels
         self.generator = Generator(n_mels, n_speakers, cfg)
         self.discriminator = Discriminator(n_speakers * n_speakers, cfg)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # One-hot codes of the training speakers: the identity (K, K).
+        self.voice = TableVoice(lambda: torch.eye(n_speakers), n_speakers)
 
-    @property
-    def speaker_dim(self) -> int:
-        return self.n_speakers
-
-    def param_groups(self, phase: str, lr: float) -> list[dict]:
+    def param_groups(self, phase: str) -> list[dict[str, Any]]:
+        """"disc": D at ``stargan.disc_lr_scale`` times the rate; "gen": G."""
         if phase == "disc":
-            return [{"params": list(self.discriminator.parameters()), "lr": lr,
-                     "lr_scale": self.cfg.disc_lr_scale, "name": "disc"}]
+            return [{"params": list(self.discriminator.parameters()), "lr_scale": self.cfg.disc_lr_scale}]
         if phase == "gen":
-            return [{"params": list(self.generator.parameters()), "lr": lr, "name": "gen"}]
+            return [{"params": list(self.generator.parameters())}]
         raise ClsvcError(f"stargan has phases {self.phases}, not {phase!r}")
 
     # ------------------------------------------------------------------ training
@@ -339,10 +337,6 @@ class StarGANVC2(VCSystem):
                       "recon": cyc.detach(), "total": loss.detach()}
 
     # ------------------------------------------------------------------ inference
-
-    def speaker_vectors(self) -> torch.Tensor:
-        """One-hot codes of the training speakers: the identity (K, K)."""
-        return torch.eye(self.n_speakers, device=self.steps.device)
 
     @torch.inference_mode()
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

@@ -6,7 +6,7 @@ The encoder q(z | x) sees only the mel and gives a Gaussian per frame; the decod
 sees the latent and a learned vector of speaker ``y``. Training maximises the (beta-weighted)
 ELBO; the KL term towards N(0, I) squeezes the latent so that the decoder must take the voice from
 the speaker vector. Converting decodes the source's posterior mean with another speaker's vector,
-so only training speakers can be targets (``embedding = "table"``, no one-shot).
+so only training speakers can be targets (a :class:`~.voices.TableVoice`, no one-shot).
 
 Shapes: mel (B, T, 80) in [0, 1]; lengths (B,) valid frames; speaker (B,) labels; the latent
 z is (B, T, latent_dim) (frame level, same frame rate as the mel); a speaker vector is
@@ -27,7 +27,7 @@ Choices the paper leaves open (or that differ because of the mel features):
 
 * Speaker vector: a row of ``nn.Embedding(n_speakers, speaker_emb_dim)`` (the paper's public
   code learns a 128-d table too), **L2-normalised before the decoder, in training and in
-  conversion**. The stored speaker table (:meth:`speaker_vectors`) therefore holds unit vectors
+  conversion**. The stored speaker table (``voice.table()``) therefore holds unit vectors
   and :meth:`convert` re-normalises what it gets, so a raw row, a unit row or a re-normalised
   mean of rows all decode the same way.
 * The speaker vector is given to the decoder twice, at its input and again at its LSTM's input:
@@ -63,11 +63,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import Config, ModelConfig, VAEConfig
-from ..errors import ClsvcError
-from .base import VCSystem
-from .clsvc import _conv_stack, _lstm
-from .layers import ConvBlock, length_mask
-from .losses import masked_frame_mse
+from .base import Codes, VCSystem
+from .layers import Postnet, conv_stack, length_mask, lstm, masked_frame_mse
+from .voices import TableVoice
 
 # Clamp of log sigma^2: exp(8) ~ 3e3 and exp(-12) ~ 6e-6 bound the posterior variance far beyond
 # what a trained encoder uses, while keeping exp() and the KL finite in the first steps.
@@ -79,9 +77,9 @@ class VAEEncoder(nn.Module):
 
     def __init__(self, n_mels: int, vae: VAEConfig, model: ModelConfig):
         super().__init__()
-        self.convs, d = _conv_stack(n_mels, vae.channels, model.enc_conv_layers, model)
+        self.convs, d = conv_stack(n_mels, vae.channels, model.enc_conv_layers, model.kernel_size, model.norm)
         # Half the width per direction, so the BiLSTM output is `channels` wide like the convs.
-        self.lstm = _lstm(d, max(1, vae.channels // 2), model.enc_lstm_layers, bidirectional=True)
+        self.lstm = lstm(d, max(1, vae.channels // 2), model.enc_lstm_layers, bidirectional=True)
         if self.lstm is not None:
             d = 2 * max(1, vae.channels // 2)
         self.proj = nn.Linear(d, 2 * vae.latent_dim)
@@ -102,19 +100,12 @@ class VAEDecoder(nn.Module):
         super().__init__()
         s, c = vae.speaker_emb_dim, vae.channels
         self.pre = nn.Linear(vae.latent_dim + s, c)
-        self.convs, d = _conv_stack(c, c, model.dec_conv_layers, model)
-        self.lstm = _lstm(d + s, c, model.dec_lstm_layers, bidirectional=False)
+        self.convs, d = conv_stack(c, c, model.dec_conv_layers, model.kernel_size, model.norm)
+        self.lstm = lstm(d + s, c, model.dec_lstm_layers, bidirectional=False)
         if self.lstm is not None:
             d = c
         self.out = nn.Linear(d, n_mels)
-        post: list[nn.Module] = []
-        cin = n_mels
-        for i in range(model.postnet_layers):
-            last = i == model.postnet_layers - 1
-            post.append(ConvBlock(cin, n_mels if last else c, model.kernel_size, model.norm,
-                                  "none" if last else "tanh"))
-            cin = c
-        self.postnet = nn.Sequential(*post)
+        self.postnet = Postnet(n_mels, c, model.postnet_layers, model.kernel_size, model.norm)
 
     def forward(self, z: torch.Tensor, speaker: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = speaker.unsqueeze(1).expand(-1, z.shape[1], -1)
@@ -123,25 +114,14 @@ class VAEDecoder(nn.Module):
         if self.lstm is not None:
             h, _ = self.lstm(torch.cat([h, y], dim=-1))
         mel = self.out(h)
-        if len(self.postnet) == 0:
-            return mel, mel
-        return mel, mel + self.postnet(mel.transpose(1, 2)).transpose(1, 2)
+        return mel, self.postnet(mel)
 
 
 class VAEVC(VCSystem):
     """Conditional VAE (encoder q(z|x), speaker table, decoder p(x|z, y)); seen targets only."""
 
-    embedding = "table"
-
     def __init__(self, model: ModelConfig, vae: VAEConfig, n_mels: int = 80):
         super().__init__()
-        if model.n_speakers < 1:
-            raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
-        for name in ("latent_dim", "speaker_emb_dim", "channels"):
-            if getattr(vae, name) <= 0:
-                raise ClsvcError(f"vae.{name} must be positive (got {getattr(vae, name)})")
-        if vae.kl_weight < 0 or vae.kl_anneal_steps < 0:
-            raise ClsvcError("vae.kl_weight and vae.kl_anneal_steps must not be negative")
         self.cfg = model
         self.vae = vae
         self.n_mels = n_mels
@@ -151,14 +131,12 @@ class VAEVC(VCSystem):
         # Training-mode forward calls so far (= optimisation steps): drives the KL warm-up and is
         # saved in the state dict, so a resumed run has the same warm-up as an uninterrupted one.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # What the decoder sees: the table's rows, L2-normalised (TableVoice normalises).
+        self.voice = TableVoice(lambda: self.speakers.weight, vae.speaker_emb_dim)
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "VAEVC":
+    def from_config(cls, cfg: Config) -> VAEVC:
         return cls(cfg.model, cfg.vae, n_mels=cfg.mel.n_mels)
-
-    @property
-    def speaker_dim(self) -> int:
-        return self.vae.speaker_emb_dim
 
     # ------------------------------------------------------------------ pieces
 
@@ -204,14 +182,15 @@ class VAEVC(VCSystem):
 
     # ------------------------------------------------------------------ inference
 
-    def speaker_vectors(self) -> torch.Tensor:
-        """(K, speaker_emb_dim) unit vectors of the training speakers (what the decoder sees)."""
-        return F.normalize(self.speakers.weight.detach(), dim=-1)
-
     @torch.inference_mode()
     def content(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Posterior means mu (B, T, latent_dim) of mels (B, T, M)."""
         return self.encoder(mel)[0]
+
+    @torch.inference_mode()
+    def codes(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Codes:
+        """Posterior means (B, T, latent_dim) as the content code; no speaker encoder."""
+        return Codes(self.content(mel, lengths))
 
     @torch.inference_mode()
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

@@ -71,8 +71,9 @@ import torch.nn.functional as F
 
 from ..config import Config, VQVCConfig
 from ..errors import ClsvcError
-from .base import VCSystem
-from .layers import length_mask, masked_instance_norm, masked_mean
+from .base import Codes, VCSystem
+from .layers import length_mask, masked_frame_mse, masked_instance_norm, masked_mean
+from .voices import EncoderVoice
 
 
 class ResBlock(nn.Module):
@@ -127,21 +128,16 @@ class VectorQuantizer(nn.Module):
         idx = (flat.detach() @ cb.detach().t()).argmax(-1)
         q = F.embedding(idx, cb).view_as(x)
         w = mask.reshape(-1).to(x.dtype)
-        n = w.sum().clamp_min(1.0)
         onehot = F.one_hot(idx, self.size).to(x.dtype) * w[:, None]
         counts = onehot.sum(0)
-        probs = counts / n
+        probs = counts / w.sum().clamp_min(1.0)
         perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-
-        def frame_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return ((a - b) ** 2).mean(-1).reshape(-1).mul(w).sum() / n
-
-        loss = self.commitment * frame_mse(x, q.detach())
+        loss = self.commitment * masked_frame_mse(x, q.detach(), mask)
         if self.ema_decay > 0:
             if self.training:
                 self._ema_update(counts.detach(), onehot.t() @ flat.detach())
         else:
-            loss = loss + frame_mse(x.detach(), q)
+            loss = loss + masked_frame_mse(x.detach(), q, mask)
         q_st = x + (q - x).detach()
         return q_st, q, loss, perplexity
 
@@ -161,28 +157,12 @@ class VectorQuantizer(nn.Module):
 class VQVCPlus(VCSystem):
     """VQVC+ (encoder, per-level VQ, U-Net decoder); see the module docstring."""
 
-    embedding = "mel"
-
     @classmethod
-    def from_config(cls, cfg: Config) -> "VQVCPlus":
-        if cfg.model.n_speakers < 1:
-            raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
+    def from_config(cls, cfg: Config) -> VQVCPlus:
         return cls(cfg.vqvc, n_mels=cfg.mel.n_mels, kernel=cfg.model.kernel_size)
 
     def __init__(self, cfg: VQVCConfig, n_mels: int = 80, kernel: int = 5):
         super().__init__()
-        checks = {
-            "vqvc.channels": cfg.channels >= 1, "vqvc.levels": cfg.levels >= 1,
-            "vqvc.codebook_size": cfg.codebook_size >= 2, "vqvc.code_dim": cfg.code_dim >= 1,
-            "vqvc.commitment": cfg.commitment >= 0, "vqvc.vq_weight": cfg.vq_weight >= 0,
-            "vqvc.codebook_ema": 0 <= cfg.codebook_ema < 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ClsvcError(
-                f"config: {', '.join(bad)} out of range (need channels, levels, code_dim >= 1, "
-                "codebook_size >= 2, commitment and vq_weight >= 0, 0 <= codebook_ema < 1)"
-            )
         self.cfg = cfg
         self.n_mels = n_mels
         c, d, n_lv = cfg.channels, cfg.code_dim, cfg.levels
@@ -200,10 +180,7 @@ class VQVCPlus(VCSystem):
         self.dec_pre = nn.ModuleList(ResBlock(c, kernel) for _ in range(n_lv))
         self.dec_post = nn.ModuleList(ResBlock(c, kernel) for _ in range(n_lv))
         self.out = nn.Linear(c, n_mels)
-
-    @property
-    def speaker_dim(self) -> int:
-        return self.cfg.levels * self.cfg.code_dim
+        self.voice = EncoderVoice(self.embed, n_lv * d)
 
     # ------------------------------------------------------------------ pieces
 
@@ -289,7 +266,7 @@ class VQVCPlus(VCSystem):
         enc = self.encode(mel, lengths)
         rec = self.decode(enc["q_st"], self.decoder_speakers(enc["speaker"]))[:, :t]
         mask = length_mask(lengths, t)
-        recon = ((rec.float() - mel.float()).abs().mean(-1) * mask).sum() / mask.sum().clamp_min(1.0)
+        recon = masked_mean((rec.float() - mel.float()).abs().mean(-1), mask)
         total = recon + self.cfg.vq_weight * enc["vq"]
         terms = {"total": total, "recon": recon, "vq": enc["vq"], "vq_perplexity": enc["perplexity"]}
         return total, {k: v.detach() for k, v in terms.items()}
@@ -309,6 +286,11 @@ class VQVCPlus(VCSystem):
         """Quantised codes of the finest level (B, ceil(T/2), code_dim)."""
         t = mel.shape[1]
         return self.encode(mel, lengths)["q"][0][:, : (t + 1) // 2]
+
+    @torch.inference_mode()
+    def codes(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Codes:
+        """Finest-level quantised content (B, ceil(T/2), code_dim) and :meth:`embed` vectors."""
+        return Codes(self.content(mel, lengths), self.embed(mel, lengths))
 
     @torch.inference_mode()
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

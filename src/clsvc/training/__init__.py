@@ -1,8 +1,6 @@
-"""Training: state, loop, checkpoints, DDP helpers."""
+"""Training: state, loop, DDP helpers (checkpoints live in :mod:`clsvc.checkpoint`)."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import read_log, train
-from .state import TrainState, build_model, model_from_checkpoint
+from .state import TrainState
 
-__all__ = ["TrainState", "build_model", "load_checkpoint", "model_from_checkpoint", "read_log",
-           "save_checkpoint", "train"]
+__all__ = ["TrainState", "read_log", "train"]

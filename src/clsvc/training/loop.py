@@ -12,20 +12,28 @@ import contextlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
-from ..config import Config, config_from_dict, to_dict, with_overrides
+from ..checkpoint import is_inference_only, load_checkpoint, save_checkpoint
+from ..config import Config, MelConfig, config_from_dict, to_dict, with_overrides
 from ..data.dataset import Batch, FeatureSet
 from ..data.manifest import check_features_mel, read_manifest
+from ..dvector import VectorCache
 from ..errors import ClsvcError
+from ..models import Reference, VCSystem, build_system
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, save_checkpoint
-from .state import TrainState, build_model, build_optimizers, payload, reset_lrs, restore
+from .state import TrainState, build_optimizers, payload, reset_lrs, restore
 
 LAST = "last.pt"
+# Per-utterance vectors that do not change with training (d-vectors), cached beside the features.
+VOICE_CACHE = "voice_vectors.npz"
+# Utterances per speaker a voice part sees before training (AutoVC trains on their mean d-vector).
+FIT_UTTERANCES = 20
 # Loss terms shown on the progress bar when a system logs them (all terms go to TensorBoard).
 SHOWN = ("recon", "cls_acc", "adv_acc", "kl", "vq", "d_loss", "g_adv")
 
@@ -90,25 +98,35 @@ def validate(state: TrainState, batches: list[Batch], device: torch.device) -> d
     return {k: v / max(1, len(batches)) for k, v in sums.items()}
 
 
+def speaker_refs(data: FeatureSet, per_speaker: int, mel_cfg: MelConfig,
+                 max_frames: int | None = None) -> list[list[Reference]]:
+    """Up to ``per_speaker`` utterances of each training speaker as voice references (mels
+    cropped to ``max_frames``; audio loaded from the manifest's source file on demand)."""
+    from ..audio import load_wav
+
+    def loader(path: str) -> Callable[[], np.ndarray]:
+        def load() -> np.ndarray:
+            if not Path(path).is_file():
+                raise ClsvcError(f"{path}: audio named in the manifest not found; voice vectors are made "
+                                 "from the original audio: restore the corpus")
+            return load_wav(path, mel_cfg)
+        return load
+
+    return [[Reference(data.mels[i][:max_frames], load_wav=loader(data.entries[i].source),
+                       key=f"{data.entries[i].speaker}/{data.entries[i].utt_id}") for i in idx[:per_speaker]]
+            for idx in data.by_speaker]
+
+
 @torch.no_grad()
-def speaker_table(model, data: FeatureSet, per_speaker: int, device: torch.device,
-                  max_frames: int = 512) -> torch.Tensor:
-    """(K, s) unit-norm vectors of the training speakers: the system's own table, or the mean
-    embedding of up to ``per_speaker`` utterances of each speaker."""
-    own = model.speaker_vectors()
-    if own is not None:
-        return own.detach().float().cpu()
+def speaker_table(model: VCSystem, data: FeatureSet, per_speaker: int, mel_cfg: MelConfig,
+                  max_frames: int = 512, cache: VectorCache | None = None) -> torch.Tensor:
+    """(K, s) unit-norm vectors of the training speakers, made by the system's voice part from
+    up to ``per_speaker`` utterances of each speaker (in eval mode)."""
+    was_training = model.training
     model.eval()
-    rows = []
-    for idx in data.by_speaker:
-        embs = []
-        for i in idx[:per_speaker]:
-            mel = torch.from_numpy(data.mels[i][:max_frames]).unsqueeze(0).to(device)
-            embs.append(model.embed(mel)[0])
-        mean = torch.stack(embs).mean(0) if embs else torch.zeros(model.speaker_dim, device=device)
-        rows.append(torch.nn.functional.normalize(mean, dim=0))
-    model.train()
-    return torch.stack(rows).cpu()
+    table = model.voice.table(speaker_refs(data, per_speaker, mel_cfg, max_frames), cache)
+    model.train(was_training)
+    return table.float().cpu()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,6 +227,9 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     ckpt = None
     if resume:
         ckpt = load_checkpoint(last, map_location="cpu")
+        if is_inference_only(ckpt):
+            raise ClsvcError(f"{last}: an exported model (no optimizer state) cannot be resumed; "
+                             "resume from the training run's own checkpoint")
         ckpt_cfg = config_from_dict(ckpt["config"], f"{last} (config)")
         if cfg is None:
             cfg = with_overrides(ckpt_cfg, overrides, "run config + overrides") if overrides else ckpt_cfg
@@ -243,12 +264,12 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     local_bs = cfg.train.batch_size // ws
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    model = build_model(cfg).to(info.device)
-    if model.embedding == "dvector":  # AutoVC: the pretrained speaker encoder's mean d-vectors
-        from ..data.dvectors import speaker_dvectors
-
-        model.set_speaker_vectors(speaker_dvectors(data, train_set, cfg.mel, progress=progress and info.is_main)
-                                  .to(info.device))
+    model = build_system(cfg).to(info.device)
+    voice_cache = VectorCache(data / VOICE_CACHE)
+    # A voice part whose vectors the system trains on (AutoVC's mean d-vectors) makes them now.
+    model.voice.fit(speaker_refs(train_set, FIT_UTTERANCES, cfg.mel), voice_cache)
+    if info.is_main:
+        voice_cache.save()
     net: torch.nn.Module = model
     if info.enabled:
         # A GAN's discriminator phase leaves the generator unused (and vice versa).
@@ -281,7 +302,8 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         saved["step"] = state.step if path == last else saved["step"]
         gens = dist_utils.gather_objects(state.data_gen.get_state(), info)
         if info.is_main:
-            state.speaker_table = speaker_table(model, train_set, cfg.train.table_utterances, info.device)
+            state.speaker_table = speaker_table(model, train_set, cfg.train.table_utterances, cfg.mel,
+                                                cache=voice_cache)
             save_checkpoint(path, payload(state, gens if info.enabled else None))
 
     t = cfg.train

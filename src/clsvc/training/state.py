@@ -1,21 +1,24 @@
-"""The training state: one object that a checkpoint saves and restores in full."""
+"""The training state: one object that a checkpoint saves and restores in full, and the RNG
+states that make a resumed run draw exactly what an uninterrupted one would."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import Config, config_from_dict
-from ..errors import ClsvcError
-from ..models import VCSystem, build_system
-from .checkpoint import rng_state, set_rng_state
+from ..config import Config
+from ..models import VCSystem
 
 
 @dataclass
 class TrainState:
+    """Everything a training run changes: weights, optimizers, scaler, sampler RNG, counters."""
+
     cfg: Config
     model: VCSystem  # the bare model (what is saved)
     net: nn.Module  # what is called in training: the model, or its DDP wrapper
@@ -25,39 +28,75 @@ class TrainState:
     speakers: list[str]
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
-    speaker_table: torch.Tensor | None = None  # (K, s) unit-norm mean embeddings
-    extra: dict[str, Any] = field(default_factory=dict)
+    speaker_table: torch.Tensor | None = None  # (K, s) unit-norm training-speaker vectors
 
 
-def build_model(cfg: Config) -> VCSystem:
-    """The system named by ``cfg.model.system`` (``cfg.model.n_speakers`` must be set)."""
-    return build_system(cfg)
+# ----------------------------------------------------------------------------------------------
+# optimizers
 
 
-def group_lr(group: dict, cfg: Config) -> float:
-    """Learning rate of an optimizer group: ``optim.lr``, times ``optim.adversary_lr_mult`` for
-    a group named "adversary" (ClsVC's C2)."""
-    mult = cfg.optim.adversary_lr_mult if group.get("name") == "adversary" else 1.0
-    return cfg.optim.lr * group.get("lr_scale", 1.0) * mult
+def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict[str, Any]], lr: float) -> None:
+    """Rate of each group: ``lr`` times the group's ``lr_scale`` as the model defines it now."""
+    for g, spec in zip(opt.param_groups, groups):
+        g["lr"] = lr * float(spec.get("lr_scale", 1.0))
 
 
 def build_optimizers(model: VCSystem, cfg: Config) -> dict[str, torch.optim.Optimizer]:
-    """One Adam (the paper's betas) per phase of the system."""
+    """One Adam (the paper's betas) per phase of the system, with the system's groups."""
     o = cfg.optim
     opts = {}
     for phase in model.phases:
-        groups = model.param_groups(phase, o.lr)
-        for g in groups:
-            g["lr"] = group_lr(g, cfg)
-        opts[phase] = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        groups = model.param_groups(phase)
+        opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=o.lr, betas=tuple(o.betas),
+                               weight_decay=o.weight_decay)
+        _set_lrs(opt, groups, o.lr)
+        opts[phase] = opt
     return opts
 
 
-def reset_lrs(state: "TrainState") -> None:
-    """Apply the config's learning rates (after a resume that may have changed optim.lr)."""
-    for opt in state.optimizers.values():
-        for g in opt.param_groups:
-            g["lr"] = group_lr(g, state.cfg)
+def reset_lrs(state: TrainState) -> None:
+    """Apply the config's learning rates (after a resume that may have changed ``optim``)."""
+    for phase, opt in state.optimizers.items():
+        _set_lrs(opt, state.model.param_groups(phase), state.cfg.optim.lr)
+
+
+# ----------------------------------------------------------------------------------------------
+# RNG
+
+
+def rng_state(data_gen: torch.Generator | None = None) -> dict[str, Any]:
+    """Every RNG a step may draw from (torch, CUDA, numpy, Python, the batch sampler), as
+    tensors and builtins that ``torch.load(weights_only=True)`` can read back."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_state[0], "state": list(py_state[1])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if data_gen is not None:
+        state["data"] = data_gen.get_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], data_gen: torch.Generator | None = None) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), None))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if data_gen is not None and "data" in state:
+        data_gen.set_state(state["data"])
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint payload
 
 
 def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, Any]:
@@ -75,39 +114,21 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
         "step": state.step,
         "elapsed": state.elapsed,
         "rng": rng,
-        "extra": state.extra,
     }
 
 
 def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
+    """Load a :func:`payload` back into ``state`` (rank ``rank`` takes its own sampler state)."""
     state.model.load_state_dict(ckpt["model"])
-    saved = ckpt["optimizer"]
-    if "param_groups" in saved:  # a single-optimizer checkpoint (clsvc 0.1 format)
-        saved = {"main": saved}
     for phase, opt in state.optimizers.items():
-        opt.load_state_dict(saved[phase])
+        opt.load_state_dict(ckpt["optimizer"][phase])
     if state.scaler is not None and ckpt.get("scaler"):
         state.scaler.load_state_dict(ckpt["scaler"])
     state.step = int(ckpt["step"])
     state.elapsed = float(ckpt.get("elapsed", 0.0))
     state.speaker_table = ckpt.get("speaker_table")
-    state.extra = dict(ckpt.get("extra") or {})
     rng = dict(ckpt["rng"])
     per_rank = rng.get("data_per_rank")
     if per_rank is not None and rank < len(per_rank):
         rng["data"] = per_rank[rank]
     set_rng_state(rng, state.data_gen)
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[VCSystem, Config]:
-    """Rebuild the model (eval mode) from a checkpoint dict alone."""
-    cfg = config_from_dict(ckpt["config"], f"{where} (config)")
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise ClsvcError(
-            f"{where}: weights do not match the config stored with them; the file is damaged "
-            "or was edited, re-export it from the training run"
-        ) from None
-    return model.eval(), cfg
