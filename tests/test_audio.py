@@ -7,7 +7,7 @@ from clsvc.config import MelConfig
 from clsvc.errors import ClsvcError
 from clsvc.vocoder import GriffinLim
 
-from conftest import SR, synth_utterance
+from helpers import SR, synth_utterance
 
 CFG = MelConfig()
 

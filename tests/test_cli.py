@@ -10,7 +10,7 @@ import soundfile as sf
 
 from clsvc.cli import main
 
-from conftest import SR, TINY, synth_utterance
+from helpers import SR, TINY, synth_utterance
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,55 @@ def test_python_api(pipeline, corpus):
     # An in-memory waveform works too.
     y2 = vc.convert(synth_utterance(150, 1.0, 5, 1.0), target_speaker="spk_b")
     assert len(y2) > 0
+
+
+def test_export_info_convert_and_no_resume(pipeline, corpus, tmp_path, capsys):
+    import shutil
+
+    from clsvc.checkpoint import is_inference_only, load_checkpoint
+
+    ckpt = pipeline / "run" / "checkpoints" / "last.pt"
+    model = tmp_path / "model.pt"
+    assert main(["export", str(ckpt), str(model)]) == 0
+    assert str(model) in capsys.readouterr().out
+    exported = load_checkpoint(model)
+    assert is_inference_only(exported) and "optimizer" not in exported
+    assert exported["speakers"] == ["spk_a", "spk_b", "spk_c"]
+    assert not any(k.startswith(("speaker_classifier.", "adversary.")) for k in exported["model"])
+    assert model.stat().st_size < ckpt.stat().st_size
+
+    # Not overwritten without --force; with it, it is.
+    before = model.read_bytes()
+    _error(capsys, ["export", ckpt, model], str(model), "already exists", "--force")
+    assert model.read_bytes() == before
+    assert main(["export", str(ckpt), str(model), "--force"]) == 0
+    capsys.readouterr()
+
+    assert main(["info", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "exported model" in out and "spk_a" in out
+    assert main(["info", str(ckpt)]) == 0
+    assert "exported model" not in capsys.readouterr().out
+
+    src, ref = corpus / "spk_a" / "spk_a_001.wav", corpus / "spk_b" / "spk_b_001.wav"
+    # One-shot and by name (that it converts exactly like the checkpoint: tests/test_systems.py).
+    for target in (["--target", ref], ["--target-speaker", "spk_c"]):
+        out_wav = tmp_path / f"{target[0].strip('-')}.wav"
+        assert main(["convert", "--checkpoint", str(model), "--source", str(src), *map(str, target),
+                     "--out", str(out_wav), "--quiet"]) == 0
+        wav, sr = sf.read(out_wav)
+        assert sr == SR and abs(len(wav) - 1.2 * SR) < 600 and np.isfinite(wav).all() and np.abs(wav).max() > 0
+
+    # A run whose last.pt is an exported model cannot be resumed (no optimizer state).
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(model, run / "checkpoints" / "last.pt")
+    _error(capsys, ["train", "--data", pipeline / "feats", "--out", run, "--resume", "train.max_steps=8"],
+           "exported model", "cannot be resumed")
+    _error(capsys, ["train", "--config", "cpu", "--data", pipeline / "feats", "--out", run, "--resume", *TINY,
+                    "train.max_steps=8"], "exported model", "cannot be resumed")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["kind"] == "inference"  # left as it was
+    assert not (run / "log.jsonl").exists()
 
 
 def test_long_input_is_chunked_without_seams(pipeline):

@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from clsvc.config import MelConfig
 from clsvc.data import FeatureSet, SplitSpec, preprocess, read_corpus, read_manifest
 from clsvc.errors import ClsvcError
 
-from conftest import SR, synth_utterance, write_corpus
+from helpers import SR, synth_utterance, write_corpus
 
 
 def _wav(path, seed=0, seconds=0.8):

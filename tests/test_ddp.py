@@ -8,7 +8,7 @@ import torch
 from clsvc.checkpoint import load_checkpoint
 from clsvc.training import read_log
 
-from conftest import TINY
+from helpers import TINY
 
 
 def torchrun(*args, timeout=300):

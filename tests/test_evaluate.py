@@ -10,12 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import MORE_SPEAKERS, SPEAKERS, TINY, write_corpus
-
 from clsvc.evaluation.probes import probe_accuracy
 from clsvc.evaluation.similarity import centroid, cosine
 from clsvc.evaluation.stats import mean_ci, proportion_ci
 
+from helpers import MORE_SPEAKERS, SPEAKERS, TINY, write_corpus
 
 # ----------------------------------------------------------------------------- scorers
 
@@ -48,8 +47,9 @@ def test_cosine_and_centroid_bounds():
 
 
 def test_resemblyzer_same_audio_scores_one_and_voices_differ():
-    from conftest import synth_utterance
     from clsvc.dvector import embed_wav
+
+    from helpers import synth_utterance
 
     a = synth_utterance(110.0, 0.95, seed=1, seconds=1.5)
     e1, e2 = embed_wav(a), embed_wav(a.copy())
@@ -102,8 +102,9 @@ def eval_data(tmp_path_factory):
 
 
 def test_protocol_is_deterministic_and_keeps_test_and_enrolment_apart(eval_data):
+    from clsvc.config import EvalConfig
     from clsvc.data import read_manifest
-    from clsvc.evaluation.suite import EvalConfig, build_protocol, sentence_key
+    from clsvc.evaluation.protocol import build_protocol, sentence_key
 
     feats, _ = eval_data
     entries = read_manifest(feats)
@@ -131,7 +132,7 @@ def test_protocol_is_deterministic_and_keeps_test_and_enrolment_apart(eval_data)
 
 def test_sentence_key_prefers_transcripts():
     from clsvc.data.manifest import Entry
-    from clsvc.evaluation.suite import sentence_key
+    from clsvc.evaluation.protocol import sentence_key
 
     a = Entry("p225", "F", "p225_003", "val", 10, "", "", "Six spoons of fresh snow peas.")
     b = Entry("p226", "M", "p226_017", "val", 10, "", "", "six spoons of fresh snow peas")

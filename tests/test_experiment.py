@@ -8,11 +8,11 @@ import json
 import pytest
 import yaml
 
-from conftest import TINY
-
+from clsvc.checkpoint import load_checkpoint
 from clsvc.errors import ClsvcError
 from clsvc.experiment import load_experiment, run_experiment
-from clsvc.checkpoint import load_checkpoint
+
+from helpers import TINY
 
 EVAL = {"seen_pairs": 2, "unseen_pairs": 0, "asr": False, "mcd": False, "bounds": False, "tsne": False,
         "samples": 0}

@@ -7,7 +7,7 @@ from clsvc.config import load_config
 from clsvc.models import ClsVC, clsvc_losses
 from clsvc.models.layers import grad_reverse
 
-from conftest import TINY
+from helpers import TINY
 
 
 def make(*extra, n_speakers=3):
@@ -43,17 +43,61 @@ def test_shapes():
     assert pooled.run(mel, lengths).adv_logits.shape == (4, 3)
 
 
-def test_speaker_code_ignores_padding():
-    model, _ = make("model.norm=none")
+def _padded_batch():
+    """(utterance (1, 40, 80), a longer neighbour (1, 64, 80), both as one zero-padded batch, lengths)."""
+    g = torch.Generator().manual_seed(3)
+    mel, other = torch.rand(1, 40, 80, generator=g), torch.rand(1, 64, 80, generator=g)
+    batch = torch.cat([other, torch.cat([mel, torch.zeros(1, 24, 80)], dim=1)])
+    return mel, other, batch, torch.tensor([64, 40])
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_speaker_code_ignores_padding(norm):
+    # S_x is the masked mean of Z over the valid frames. It equals S_x of the utterance alone
+    # when no valid frame of Z depends on a padded one: one conv layer (its own zero padding is
+    # what the padded frames hold) and no BiLSTM, whose backward pass would carry the padding
+    # into every frame. Batch norm in eval mode normalises each frame with the running
+    # statistics (made non-trivial here), so it mixes no frames either; group norm's statistics
+    # span the time axis, padding included, so it is not padding-invariant and not tested here.
+    model, _ = make(f"model.norm={norm}", "model.enc_conv_layers=1", "model.enc_lstm_layers=0")
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.encoder.modules()) == (norm == "batch")
+    g = torch.Generator().manual_seed(4)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
     model.eval()
-    mel = torch.rand(1, 40, 80)
-    padded = torch.cat([mel, torch.zeros(1, 24, 80)], dim=1)
-    # The conv receptive field sees the pad near the end; the BiLSTM sees it everywhere, so
-    # compare pooled speaker codes loosely and check the mask is applied at all.
-    s1, _, m1 = model.encode(mel)
-    s2, _, m2 = model.encode(padded, torch.tensor([40]))
-    assert m2.sum() == 40 and m1.sum() == 40
-    assert torch.nn.functional.cosine_similarity(s1, s2).item() > 0.9
+    mel, other, batch, lengths = _padded_batch()
+    with torch.no_grad():
+        s_alone, c_alone, _ = model.encode(mel)
+        s_other, _, _ = model.encode(other)
+        s, c, mask = model.encode(batch, lengths)
+        s_unmasked, _, _ = model.encode(batch)
+    assert mask.sum(1).tolist() == [64, 40]
+    assert torch.allclose(s[1], s_alone[0], atol=1e-6)  # the padded row: as if alone
+    assert torch.allclose(c[1, :40], c_alone[0], atol=1e-6)
+    assert torch.allclose(s[0], s_other[0], atol=1e-6)  # the full row: untouched by its neighbour
+    # It is the mask that makes this hold: the mean over all 64 frames is another code.
+    assert not torch.allclose(s_unmasked[1], s_alone[0], atol=1e-3)
+    assert torch.allclose(s_unmasked[0], s[0], atol=1e-6)
+
+
+def test_speaker_code_is_the_mean_over_valid_frames():
+    # The paper-sized encoder (3 convs, a BiLSTM) lets the padding reach valid frames of Z, so
+    # S_x of a padded row is only close to S_x of the utterance alone; but it is exactly the mean
+    # of Z over the row's valid frames, nothing of the padded frames.
+    model, cfg = make("model.norm=none")
+    model.eval()
+    mel, _, batch, lengths = _padded_batch()
+    with torch.no_grad():
+        s1, _, m1 = model.encode(mel)
+        s2, _, m2 = model.encode(batch, lengths)
+        z = model.encoder(batch)[..., :cfg.model.speaker_dim]
+    assert m1.sum() == 40 and m2[1].sum() == 40 and m2[0].sum() == 64
+    assert torch.allclose(s2[1], z[1, :40].mean(0), atol=1e-6)
+    assert torch.allclose(s2[0], z[0].mean(0), atol=1e-6)
+    assert not torch.allclose(s2[1], z[1].mean(0), atol=1e-4)
+    assert torch.nn.functional.cosine_similarity(s1, s2[1:]).item() > 0.9
 
 
 def test_inference_api_shapes():

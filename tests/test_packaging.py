@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from helpers import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 

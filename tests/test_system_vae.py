@@ -1,19 +1,16 @@
-"""VAE-VC (clsvc.models.vae): shapes, a short training run, conversion into a training speaker,
-and an exact resume (the KL warm-up counter is part of the saved weights)."""
+"""VAE-VC (clsvc.models.vae), what is its own: shapes and terms, the KL warm-up in training and
+its step counter coming back on resume. Training, exact resume, loading, conversion into a
+training speaker and export are the shared contract (tests/test_systems.py)."""
 
 import pytest
-import soundfile as sf
 import torch
 
-import clsvc
-from clsvc.errors import ClsvcError
-from clsvc.models import TableVoice, build_system
 from clsvc.checkpoint import load_checkpoint
-from clsvc.training import read_log, train
+from clsvc.models import TableVoice, build_system
 
-from conftest import SPEAKERS, SR, synth_utterance
+from helpers import SYSTEMS
 
-VAE_TINY = ("model.system=vae", "vae.latent_dim=8", "vae.speaker_emb_dim=8", "vae.channels=32")
+VAE_TINY = SYSTEMS["vae"].tiny  # the tiny overrides the contract uses too
 
 
 def _tiny_model(tiny_cfg, *extra):
@@ -60,50 +57,17 @@ def test_forward_terms_and_shapes(tiny_cfg):
     assert model.content(mel).shape == (3, 24, 8)
 
 
-def test_training_lowers_recon_and_converts(features, tiny_cfg, tmp_path):
-    cfg = tiny_cfg(*VAE_TINY, "vae.kl_anneal_steps=20", "train.max_steps=40",
-                   "train.log_every=10", "optim.lr=3e-3")
-    run = tmp_path / "run"
-    ckpt = train(cfg, features, run, progress=False)
-    rows = read_log(run)
-    assert [r["step"] for r in rows] == [10, 20, 30, 40]
-    assert rows[-1]["recon"] < 0.75 * rows[0]["recon"]
-    weights = [r["kl_weight"] for r in rows]
-    assert weights == sorted(weights) and weights[-1] == pytest.approx(cfg.vae.kl_weight)
-    assert all(r["kl"] >= 0 for r in rows)
-    assert read_log(run, "val")
-
-    saved = load_checkpoint(ckpt)
-    assert int(saved["model"]["steps"]) == 40
-    assert saved["speaker_table"].shape == (3, 8)
-
-    vc = clsvc.load(ckpt)
-    wav_path = tmp_path / "src.wav"
-    sf.write(wav_path, synth_utterance(*SPEAKERS["spk_a"], seed=999), SR)
-    out = vc.convert(wav_path, target_speaker="spk_b")
-    assert out.ndim == 1 and len(out) > 0 and abs(len(out) - 1.2 * SR) < 0.1 * SR
-    with pytest.raises(ClsvcError, match="--target-speaker"):
-        vc.convert(wav_path, [wav_path])
-    with pytest.raises(ClsvcError, match="unknown speaker"):
-        vc.convert(wav_path, target_speaker="nobody")
+def test_training_warms_up_the_kl_weight(system_run):
+    run = system_run("vae")  # vae.kl_anneal_steps=20 over 40 steps (helpers.SYSTEMS)
+    weights = [r["kl_weight"] for r in run.rows]
+    assert weights == sorted(weights) and weights[-1] == pytest.approx(run.cfg.vae.kl_weight)
+    assert all(r["kl"] >= 0 for r in run.rows)
+    assert int(load_checkpoint(run.ckpt)["model"]["steps"]) == 40
 
 
-def test_resume_continues_exactly(features, tiny_cfg, tmp_path):
-    # The warm-up is still rising at step 8 and z is sampled every step: both the step counter
-    # (a buffer in the weights) and the torch RNG must come back for the losses to match.
-    common = (*VAE_TINY, "vae.kl_anneal_steps=16", "vae.kl_weight=0.5", "train.log_every=1",
-              "train.ckpt_every=100")
-    train(tiny_cfg("train.max_steps=8", *common), features, tmp_path / "full", progress=False)
-    train(tiny_cfg("train.max_steps=4", *common), features, tmp_path / "part", progress=False)
-    train(None, features, tmp_path / "part", resume=True, progress=False,
-          overrides=["train.max_steps=8"])
-    full, part = read_log(tmp_path / "full"), read_log(tmp_path / "part")
-    assert [r["step"] for r in part] == list(range(1, 9))
-    for a, b in zip(full[4:], part[4:]):
-        for k in ("total", "recon", "recon_pre", "kl", "kl_weight"):
-            assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (a["step"], k)
-    assert part[-1]["kl_weight"] == pytest.approx(0.5 * 7 / 16)
-    wa = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")["model"]
-    wb = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
-    assert int(wa["steps"]) == int(wb["steps"]) == 8
-    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+def test_resume_restores_the_warm_up_counter(system_resume):
+    # The contract's resume check runs with kl_anneal_steps=16, kl_weight=0.5: the warm-up is
+    # still rising at step 8, so the step counter (a buffer in the weights) must come back.
+    pair = system_resume("vae")
+    assert pair.part.rows[-1]["kl_weight"] == pytest.approx(0.5 * 7 / 16)
+    assert int(pair.full.weights()["steps"]) == int(pair.part.weights()["steps"]) == 8

@@ -20,23 +20,25 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _writable_output(path: Path, force: bool) -> None:
-    """Refuse to overwrite without --force and fail before any work if ``path`` can't be written."""
+def _writable_output(path: Path, force: bool, flag: str = "--out") -> None:
+    """Refuse to overwrite without --force and fail before any work if ``path`` can't be written;
+    ``flag`` names the argument in the hint."""
     if path.is_dir():
         raise ClsvcError(f"{path}: is a folder; give a file name such as {path / 'converted.wav'}")
     if path.exists() and not force:
-        raise ClsvcError(f"{path}: already exists; pass --force to overwrite it or choose another --out")
+        raise ClsvcError(f"{path}: already exists; pass --force to overwrite it or choose another {flag}")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise ClsvcError(f"{path}: folder {parent} does not exist; create it first or choose another --out")
+        raise ClsvcError(f"{path}: folder {parent} does not exist; create it first or choose another {flag}")
     if not os.access(parent, os.W_OK):
-        raise ClsvcError(f"{path}: folder {parent} is not writable; choose another --out")
+        raise ClsvcError(f"{path}: folder {parent} is not writable; choose another {flag}")
 
 
 # ------------------------------------------------------------------------------- subcommands
 
 
 def cmd_preprocess(a: argparse.Namespace) -> None:
+    """`clsvc preprocess`: corpus folder(s) -> mel features + manifest."""
     from .config import load_config
     from .data import SplitSpec, preprocess
 
@@ -61,6 +63,7 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
+    """`clsvc train`: train (or `--resume`) a system on preprocessed features."""
     from .config import load_config
     from .training import train
 
@@ -74,6 +77,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
+    """`clsvc convert`: one source (or a `--list` of rows) into a target voice."""
     from .audio import save_wav
     from .inference import iter_pairs, load
 
@@ -116,6 +120,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
+    """`clsvc embed`: voice vectors of wav files, written as .npz."""
     import numpy as np
 
     from .inference import load
@@ -134,6 +139,7 @@ def cmd_embed(a: argparse.Namespace) -> None:
 
 
 def cmd_info(a: argparse.Namespace) -> None:
+    """`clsvc info`: what a checkpoint or exported model holds."""
     import yaml
 
     from .checkpoint import is_inference_only, load_checkpoint
@@ -148,15 +154,17 @@ def cmd_info(a: argparse.Namespace) -> None:
 
 
 def cmd_export(a: argparse.Namespace) -> None:
+    """`clsvc export`: the inference-only file of a training checkpoint."""
     from .checkpoint import export_model
 
     out = Path(a.out)
-    _writable_output(out, a.force)
+    _writable_output(out, a.force, flag="OUT")
     export_model(a.checkpoint, out)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): weights, config and speakers for inference")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
+    """`clsvc evaluate`: convert and score the seeded pair protocol (or export it)."""
     from .data import read_manifest
     from .evaluation.suite import build_protocol, evaluate, write_pairs
 
@@ -191,6 +199,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 
 def cmd_experiment(a: argparse.Namespace) -> None:
+    """`clsvc experiment`: train and evaluate the systems of an experiment file."""
     from .experiment import run_experiment
 
     run_experiment(a.file, work=a.work, only=_csv_list(a.only) if a.only else None, progress=not a.quiet,
@@ -198,6 +207,7 @@ def cmd_experiment(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
+    """`clsvc demo`: synthesise voices, train, convert and score."""
     from .demo import run_demo
 
     run_demo(Path(a.out), minutes=a.minutes, voices=a.voices, force=a.force, quick=a.quick)
@@ -207,6 +217,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `clsvc` argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="clsvc", description="ClsVC voice conversion")
     p.add_argument("--version", action="version", version=f"clsvc {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -309,6 +320,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and return 2, Ctrl-C returns 130."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

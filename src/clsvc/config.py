@@ -208,6 +208,7 @@ class StarGANConfig:
 
 @dataclass
 class OptimConfig:
+    """Adam settings (the paper: betas 0.9/0.98) and the adversary's rate multiplier."""
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.0
@@ -218,6 +219,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """Batching, budget, logging, validation and checkpoint cadence of a training run."""
     batch_size: int = 16
     max_steps: int = 200_000
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
@@ -274,6 +276,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """The whole configuration of a run: one section per concern (saved in checkpoints)."""
     mel: MelConfig = field(default_factory=MelConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -286,6 +289,7 @@ class Config:
     stargan: StarGANConfig = field(default_factory=StarGANConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain builtins (YAML- and checkpoint-safe)."""
         return to_dict(self)
 
 
@@ -561,6 +565,7 @@ def with_overrides(cfg: Config, overrides: list[str], where: str = "config") -> 
 
 
 def config_from_dict(data: dict, where: str = "checkpoint config") -> Config:
+    """A validated :class:`Config` from a plain dict (a checkpoint's stored config)."""
     cfg = from_dict(Config, data, where)
     validate(cfg, where)
     return cfg

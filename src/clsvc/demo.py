@@ -20,6 +20,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ HELD_OUT = 10  # last sentences of every voice, never trained on
 
 
 def sentences() -> list[str]:
+    """The demo's sentences (Harvard sentences shipped with the package)."""
     text = resources.files("clsvc").joinpath("resources/harvard.txt").read_text()
     return [s.strip() for s in text.splitlines() if s.strip()]
 
@@ -79,6 +81,7 @@ def synthesise(corpus: Path, n_voices: int, n_sentences: int) -> None:
 
 def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = False,
              quick: bool = False) -> dict:
+    """Synthesise voices, train for ``minutes``, convert held-out sentences and score them into ``out``."""
     from .audio import load_wav, save_wav
     from .config import load_config
     from .data import SplitSpec, preprocess
@@ -139,7 +142,7 @@ def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = Fa
         sent = test_ids[k % len(test_ids)]
         jobs.append((src, seen[(k + 1) % len(seen)], sent, "seen"))
         jobs.append((src, unseen, test_ids[(k + 1) % len(test_ids)], "one-shot"))
-    results = []
+    results: list[dict[str, Any]] = []
     for src, tgt, sent, kind in jobs:
         if kind == "seen":
             y = vc.convert(wav(src, sent), target_speaker=tgt)
@@ -154,9 +157,9 @@ def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = Fa
     train_ids = range(1, 4 if quick else min(11, first_test))
     cents = {v: centroid([embed_wav(load_wav(wav(v, i), vc.mel_cfg)) for i in train_ids]) for v in names}
     for r in results:
-        e = embed_wav(r.pop("wav"))
-        r["cos_target"] = cosine(e, cents[r["target"]])
-        r["cos_source"] = cosine(e, cents[r["source"]])
+        emb = embed_wav(r.pop("wav"))
+        r["cos_target"] = cosine(emb, cents[r["target"]])
+        r["cos_source"] = cosine(emb, cents[r["source"]])
         r["closer_to_target"] = r["cos_target"] > r["cos_source"]
     summary = {}
     for kind in ("seen", "one-shot"):

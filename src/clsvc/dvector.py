@@ -87,5 +87,5 @@ class VectorCache(MutableMapping[str, np.ndarray]):
         if not self._dirty:
             return
         with atomic_path(self.path, suffix=".tmp.npz") as tmp:
-            np.savez(tmp, **self._data)
+            np.savez(tmp, **self._data)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         self._dirty = False

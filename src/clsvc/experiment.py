@@ -11,7 +11,7 @@ An experiment file (YAML, see ``configs/experiments/``)::
     # data: {features: feats/vctk}   # ... or an existing feature folder
     budget: {max_minutes: 20, max_steps: 200000}   # the same for every system
     overrides: [train.threads=1]                    # config overrides for every system
-    eval: {seen_pairs: 48, unseen_pairs: 36}       # clsvc.evaluation.suite.EvalConfig fields
+    eval: {seen_pairs: 48, unseen_pairs: 36}       # clsvc.config.EvalConfig fields
     systems:                    # display name -> config (+ overrides)
       ClsVC: {config: cpu-paper}
       ClsVCs: {config: cpu-paper, overrides: [loss.alpha=0]}
@@ -43,17 +43,20 @@ DONE = "done.json"
 
 @dataclass
 class SystemSpec:
+    """One system of an experiment: its name, config and overrides."""
     name: str
     config: str
     overrides: list[str] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
+        """A file-system-safe name for the system's run folder."""
         return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "system"
 
 
 @dataclass
 class Experiment:
+    """A parsed experiment file: data, budget, systems and evaluation settings."""
     name: str
     data: dict
     systems: list[SystemSpec]
@@ -76,11 +79,11 @@ def _expand(value):
 
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file; every mistake names the file and the key."""
-    from .config import resolve_config_path
+    from .config import BUILTIN_CONFIG_DIR, resolve_config_path
 
     path = Path(path)
     if not path.is_file():
-        builtin = Path(__file__).resolve().parent / "configs" / "experiments" / f"{path.name.removesuffix('.yaml')}.yaml"
+        builtin = BUILTIN_CONFIG_DIR / "experiments" / f"{path.name.removesuffix('.yaml')}.yaml"
         if builtin.is_file():
             path = builtin
         else:
@@ -106,7 +109,8 @@ def load_experiment(path: str | Path) -> Experiment:
             raise ClsvcError(f"{path}: systems.{name}: unknown key(s) {', '.join(sorted(extra))}")
         resolve_config_path(spec["config"])  # fails early with a clear message
         common = [str(o) for o in raw.get("overrides") or []]  # applied to every system first
-        systems.append(SystemSpec(str(name), str(spec["config"]), common + [str(o) for o in spec.get("overrides") or []]))
+        own = [str(o) for o in spec.get("overrides") or []]
+        systems.append(SystemSpec(str(name), str(spec["config"]), common + own))
     slugs = [s.slug for s in systems]
     if len(set(slugs)) != len(slugs):
         raise ClsvcError(f"{path}: system names must differ after lower-casing and removing punctuation")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from .errors import ClsvcError
 from .models import NotOneShot, Reference, VCSystem
 from .vocoder import get_vocoder
 
-Audio = Union[str, Path, np.ndarray]
+Audio = str | Path | np.ndarray
 
 # Shortest usable source or reference: 32 frames = 0.51 s (half a CPU training crop).
 MIN_FRAMES = 32
@@ -66,10 +65,12 @@ class Converter:
 
     @property
     def sample_rate(self) -> int:
+        """Sample rate of audio in and out (Hz)."""
         return self.mel_cfg.sample_rate
 
     @property
     def system(self) -> str:
+        """The system name (``model.system`` of the config)."""
         return self.cfg.model.system
 
     @property

@@ -27,6 +27,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 @dataclass
 class Utterance:
+    """One audio file of a corpus: speaker, id, path, gender and transcript when known."""
+
     speaker: str
     utt_id: str
     path: Path
@@ -94,6 +96,7 @@ def _read_table_genders(root: Path) -> dict[str, str]:
 
 
 def read_vctk(root: Path) -> list[Utterance]:
+    """Utterances of a VCTK tree (0.80 `wav48/` or 0.92 `wav48_silence_trimmed/` layout)."""
     wav_root = None
     for name, pattern in (("wav48_silence_trimmed", "*_mic1.flac"), ("wav48", "*.wav")):
         if (root / name).is_dir():
@@ -117,6 +120,7 @@ def read_vctk(root: Path) -> list[Utterance]:
 
 
 def read_librispeech(root: Path) -> list[Utterance]:
+    """Utterances of a LibriSpeech tree (speaker/chapter/*.flac, or flat)."""
     genders = _read_librispeech_genders(root / "SPEAKERS.TXT")
     utts = []
     for spk_dir in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -135,6 +139,7 @@ def read_librispeech(root: Path) -> list[Utterance]:
 
 
 def read_folders(root: Path) -> list[Utterance]:
+    """Utterances of a folder-per-speaker tree (optional prompts.txt and speakers.tsv)."""
     genders = _read_table_genders(root)
     sentences: list[str] = []
     if (root / "sentences.txt").is_file():
@@ -161,6 +166,7 @@ READERS = {"vctk": read_vctk, "librispeech": read_librispeech, "folders": read_f
 
 
 def detect_corpus(root: Path) -> str:
+    """The corpus kind of a folder: vctk, librispeech or folders."""
     if (root / "wav48").is_dir() or (root / "wav48_silence_trimmed").is_dir():
         return "vctk"
     if (root / "SPEAKERS.TXT").is_file():

@@ -26,7 +26,8 @@ class Batch:
     lengths: torch.Tensor
     speaker: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch on ``device``."""
         return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device))
 
 
@@ -63,6 +64,8 @@ class FeatureSet:
         return len(self.entries)
 
     def crop(self, idx: int, start: int, crop_frames: int, pad_value: float) -> tuple[np.ndarray, int]:
+        """Frames [start, start + crop_frames) of utterance ``idx``, padded with ``pad_value``
+        when it is shorter: ((crop_frames, n_mels), valid frames)."""
         mel = self.mels[idx]
         if len(mel) >= crop_frames:
             return mel[start:start + crop_frames], crop_frames
@@ -78,14 +81,14 @@ class FeatureSet:
             spk = torch.randint(len(usable), (batch_size,), generator=gen).tolist()
             pick = torch.rand(batch_size, generator=gen).tolist()
             idx = []
-            for s, p in zip(spk, pick):
+            for s, p in zip(spk, pick, strict=True):
                 pool = self.by_speaker[usable[s]]
                 idx.append(int(pool[min(int(p * len(pool)), len(pool) - 1)]))
         else:
             idx = torch.randint(len(self), (batch_size,), generator=gen).tolist()
         offs = torch.rand(batch_size, generator=gen).tolist()
         mels, lengths = [], []
-        for i, o in zip(idx, offs):
+        for i, o in zip(idx, offs, strict=True):
             n = len(self.mels[i])
             start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
             m, length = self.crop(i, start, crop_frames, pad_value)

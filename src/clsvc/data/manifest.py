@@ -33,6 +33,7 @@ FEATURES_INFO = "features.json"
 
 @dataclass
 class Entry:
+    """One row of ``manifest.tsv``: an utterance, its split and feature file (relative to the folder)."""
     speaker: str
     gender: str
     utt_id: str
@@ -44,6 +45,7 @@ class Entry:
 
 
 def write_manifest(folder: Path, entries: list[Entry]) -> None:
+    """Write ``manifest.tsv`` atomically."""
     names = [f.name for f in fields(Entry)]
     with atomic_path(folder / MANIFEST) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f, delimiter="\t", lineterminator="\n")
@@ -55,6 +57,7 @@ def write_manifest(folder: Path, entries: list[Entry]) -> None:
 
 
 def read_manifest(folder: str | Path) -> list[Entry]:
+    """The rows of ``folder/manifest.tsv``; a missing or malformed file is a ClsvcError."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -79,11 +82,13 @@ def read_manifest(folder: str | Path) -> list[Entry]:
 
 
 def write_features_info(folder: Path, mel: MelConfig, settings: dict) -> None:
+    """Record the mel definition the features were made with."""
     info = {"mel": asdict(mel), "preprocess": settings}
     atomic_write_text(folder / FEATURES_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def read_features_mel(folder: str | Path) -> MelConfig | None:
+    """The mel definition of a feature folder (None for folders written before it was recorded)."""
     path = Path(folder) / FEATURES_INFO
     if not path.is_file():
         return None

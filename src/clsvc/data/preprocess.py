@@ -46,6 +46,7 @@ class SplitSpec:
 
 
 def assign_splits(utts: list[Utterance], spec: SplitSpec) -> dict[tuple[str, str], str]:
+    """Split of every utterance (train, val or unseen) by the seeded :class:`SplitSpec`."""
     speakers = sorted({u.speaker for u in utts})
     unknown = sorted(set(spec.unseen) - set(speakers))
     if unknown:
@@ -137,7 +138,8 @@ def preprocess(
     out = Path(out)
     split = split or SplitSpec()
     corpora = [Path(c) for c in corpus] if isinstance(corpus, (list, tuple)) else [Path(corpus)]
-    utts, owner = [], {}
+    utts: list[Utterance] = []
+    owner: dict[str, Path] = {}
     for c in corpora:
         for u in read_corpus(c, kind):
             if owner.setdefault(u.speaker, c) != c:
@@ -179,12 +181,12 @@ def preprocess(
                unit="utt", disable=not progress, dynamic_ncols=True)
     if jobs == 1 or len(todo) < 8:
         results = map(_process_one, args)
-        for u, (n, reason) in zip(todo, results):
+        for u, (n, reason) in zip(todo, results, strict=True):
             _collect(u, n, reason, frames, skipped)
             bar.update(1)
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for u, (n, reason) in zip(todo, pool.map(_process_one, args, chunksize=4)):
+            for u, (n, reason) in zip(todo, pool.map(_process_one, args, chunksize=4), strict=True):
                 _collect(u, n, reason, frames, skipped)
                 bar.update(1)
     bar.close()

@@ -1,10 +1,20 @@
 """Scorers usable on any wav files, and the ``clsvc evaluate`` suite.
 
+Scorers (no dependency on the suite):
+
 * :mod:`.similarity` — Resemblyzer speaker embeddings, centroids, cosine (the paper's tool)
 * :mod:`.mcd` — mel-cepstral distortion on audio (WORLD + SPTK) and on log-mel features
 * :mod:`.asr` — pocketsphinx transcription, WER / CER with jiwer
 * :mod:`.probes` — fresh speaker classifiers on frozen C_x / S_x codes
 * :mod:`.tsne` — t-SNE of speaker codes with a silhouette score
 * :mod:`.stats` — means and shares with 95% confidence intervals
-* :mod:`.suite` — the pair protocol, conversion, scoring and the report folder
+
+The suite, each module importing only those above it:
+
+* :mod:`.metrics` — the metric table, audio kinds and conditions, per-group summaries
+* :mod:`.protocol` — the pair protocol and its CSV pair list
+* :mod:`.scoring` — cached real audio, the scoring context, per-audio scores, probes and t-SNE
+* :mod:`.report` — ``report.md`` and the figures
+* :mod:`.compare` — the comparison of an experiment's systems
+* :mod:`.suite` — ``clsvc evaluate``: conversion, scoring and the report folder
 """

@@ -6,51 +6,48 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ..config import ACCEPT_THRESHOLD
-from .report import KIND_LABEL, finish_share_plot
-from .stats import Estimate
-from .suite import METRICS
+from .metrics import KIND_LABEL, METRICS, Metric
+from .report import finish_share_plot, pyplot
 
 # The Table 1 columns: a subset of the suite's metrics (same labels, digits and CI kind).
-COLUMNS = [m for m in METRICS if m[0] in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer")]
+COLUMNS = [m for m in METRICS if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer")]
 
 
-def _cell(metrics: dict, group: str, kind: str, key: str, prop: bool, digits: int) -> str:
-    d = metrics.get("summary", {}).get(group, {}).get(kind, {}).get(key)
-    if d is None:
-        return "–"
-    return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
+def _cell(metrics: dict[str, Any], group: str, kind: str, m: Metric) -> str:
+    return m.cell(metrics.get("summary", {}).get(group, {}).get(kind, {}).get(m.key))
 
 
-def table1(results: dict[str, dict], threshold: float = ACCEPT_THRESHOLD) -> str:
+def table1(results: dict[str, dict[str, Any]], threshold: float = ACCEPT_THRESHOLD) -> str:
     """Markdown table: one row per system (+ the two bounds), seen and one-shot columns."""
     conds = ("seen", "unseen")
     # Columns no system has (e.g. WER with eval.asr off) are left out.
-    cols = [c for c in COLUMNS if any(c[0] in m["summary"].get(g, {}).get("converted", {})
+    cols = [c for c in COLUMNS if any(c.key in m["summary"].get(g, {}).get("converted", {})
                                       for m in results.values() for g in conds)]
-    head = ["system", "steps"] + [f"{c}: {lab.replace('thr', str(threshold))}" for c in ("seen", "one-shot")
-                                  for _, lab, _, _ in cols]
+    head = ["system", "steps"] + [f"{c}: {col.heading(threshold)}" for c in ("seen", "one-shot") for col in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results.items():
         steps = m.get("train", {}).get("step", m["meta"].get("step", ""))
-        cells = [_cell(m, c, "converted", k, p, d) for c in conds for k, _, p, d in cols]
+        cells = [_cell(m, c, "converted", col) for c in conds for col in cols]
         lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
     # Bounds depend only on the protocol, which every system shares: take them from the first
     # result that has them.
     for kind in ("target_gl", "source_gl"):
         for m in results.values():
             if any(kind in m["summary"].get(c, {}) for c in conds):
-                cells = [_cell(m, c, kind, k, p, d) for c in conds for k, _, p, d in cols]
-                if kind == "target_gl" and "mcd_feat" in [c[0] for c in cols]:
-                    i = [c[0] for c in cols].index("mcd_feat")
+                cells = [_cell(m, c, kind, col) for c in conds for col in cols]
+                if kind == "target_gl" and "mcd_feat" in [col.key for col in cols]:
+                    i = [col.key for col in cols].index("mcd_feat")
                     cells[i] = cells[i + len(cols)] = "0"
                 lines.append(f"| *{KIND_LABEL[kind]}* | | " + " | ".join(cells) + " |")
                 break
     return "\n".join(lines)
 
 
-def _id_shares(m: dict, group: str) -> tuple[float, float, int]:
+def _id_shares(m: dict[str, Any], group: str) -> tuple[float, float, int]:
+    """Shares identified as target and as source of a group's conversions, and their n."""
     d = m["summary"].get(group, {}).get("converted", {})
     t, s = d.get("id_target"), d.get("id_source")
     if not t:
@@ -58,7 +55,8 @@ def _id_shares(m: dict, group: str) -> tuple[float, float, int]:
     return t["mean"], s["mean"], t["n"]
 
 
-def ablation_table(results: dict, full: str, without: str) -> str:
+def ablation_table(results: dict[str, dict[str, Any]], full: str, without: str) -> str:
+    """Markdown: identification shares of the full model and its ablation, per group."""
     lines = ["| system | group | identified as target | identified as source | closer to target | n |",
              "|---|---|---|---|---|---|"]
     for name in (full, without):
@@ -72,12 +70,10 @@ def ablation_table(results: dict, full: str, without: str) -> str:
     return "\n".join(lines)
 
 
-def plot_ablation(results: dict, full: str, without: str, path: Path) -> None:
+def plot_ablation(results: dict[str, dict[str, Any]], full: str, without: str, path: Path) -> None:
     """Fig. 4a: grouped bars, identification as target/source for the full model and the
     ablation, same- and cross-gender (seen pairs, else all pairs)."""
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     groups = [g for g in ("seen/same-gender", "seen/cross-gender", "unseen/same-gender", "unseen/cross-gender")
               if any(_id_shares(results[n], g)[2] for n in (full, without))] or ["seen", "unseen"]
     fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 3.4), dpi=120)
@@ -91,17 +87,16 @@ def plot_ablation(results: dict, full: str, without: str, path: Path) -> None:
     finish_share_plot(fig, ax, "Ablation: speaker identification of conversions", path)
 
 
-def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], results: dict, path: Path) -> None:
+def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], results: dict[str, dict[str, Any]],
+                     path: Path) -> None:
     """Fig. 5: the t-SNE panels of the split-size variants side by side."""
-    from .report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     panels = [(n, work / "eval" / slugs[n] / "plots" / "fig5_tsne.png") for n in names]
     panels = [(n, p) for n, p in panels if p.is_file()]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), dpi=120, squeeze=False)
-    for ax, (name, png) in zip(axes[0], panels):
+    for ax, (name, png) in zip(axes[0], panels, strict=True):
         ax.imshow(plt.imread(png))
         sil = results[name].get("tsne", {}).get("silhouette_cosine", float("nan"))
         ax.set_title(f"{name} (silhouette {sil:.2f})", fontsize=9)
@@ -111,8 +106,12 @@ def plot_split_sizes(work: Path, names: list[str], slugs: dict[str, str], result
     plt.close(fig)
 
 
-def write(work: Path, exp, results: dict[str, dict]) -> dict:
-    """Write ``comparison.md`` / ``comparison.json`` / ``plots/`` under ``work``."""
+def write(work: Path, exp: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write ``comparison.md`` / ``comparison.json`` / ``plots/`` under ``work``.
+
+    ``exp`` is the :class:`clsvc.experiment.Experiment` (typed loosely: evaluation does not
+    import the experiment runner, which imports it); ``results`` maps system name -> its
+    ``metrics.json`` dict (plus ``train``). Returns the summary written to ``comparison.json``."""
     from ..files import atomic_write_text
 
     plots = work / "plots"

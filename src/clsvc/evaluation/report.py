@@ -13,14 +13,13 @@ Figures (PNG, matplotlib's Agg backend, no display needed):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from .stats import Estimate
-
-KIND_LABEL = {"converted": "converted", "target_gl": "real target → GL (bound)",
-              "source_gl": "unconverted source → GL (bound)"}
+from .metrics import KIND_LABEL, METRICS, Metric, Row
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,15 +28,15 @@ def _plt():
     return plt
 
 
-def plot_similarity(rows: list[dict], threshold: float, path: str | Path) -> None:
+def plot_similarity(rows: list[Row], threshold: float, path: str | Path) -> None:
     """Strip plot of cosine-to-target per condition and audio kind with the threshold line."""
-    plt = _plt()
+    plt = pyplot()
     conds = [c for c in ("seen", "unseen") if any(r["condition"] == c for r in rows)]
     kinds = [k for k in KIND_LABEL if any(r["kind"] == k for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(conds)), figsize=(4.2 * max(1, len(conds)), 3.6), dpi=120,
                              squeeze=False)
     colours = {"converted": "tab:blue", "target_gl": "tab:green", "source_gl": "tab:red"}
-    for ax, cond in zip(axes[0], conds):
+    for ax, cond in zip(axes[0], conds, strict=False):  # one empty axis when there is no condition
         for i, kind in enumerate(kinds):
             ys = [r["cos_tgt"] for r in rows if r["condition"] == cond and r["kind"] == kind]
             if not ys:
@@ -58,9 +57,9 @@ def plot_similarity(rows: list[dict], threshold: float, path: str | Path) -> Non
     plt.close(fig)
 
 
-def plot_identification(rows: list[dict], path: str | Path) -> None:
+def plot_identification(rows: list[Row], path: str | Path) -> None:
     """Stacked bars: share of converted utterances identified as target / source / other."""
-    plt = _plt()
+    plt = pyplot()
     groups = []
     for cond in ("seen", "unseen"):
         rs = [r for r in rows if r["condition"] == cond and r["kind"] == "converted"]
@@ -76,13 +75,13 @@ def plot_identification(rows: list[dict], path: str | Path) -> None:
     for who, colour in (("target", "tab:green"), ("source", "tab:red"), ("other", "tab:gray")):
         vals = [sum(r["identified"] == who for r in rs) / len(rs) for _, rs in groups]
         ax.bar(range(len(groups)), vals, bottom=bottom, color=colour, label=who)
-        bottom = [b + v for b, v in zip(bottom, vals)]
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g for g, _ in groups], fontsize=7)
     finish_share_plot(fig, ax, "Speaker identification of converted speech", path)
 
 
-def finish_share_plot(fig, ax, title: str, path: str | Path) -> None:
+def finish_share_plot(fig: Any, ax: Any, title: str, path: str | Path) -> None:
     """Shared styling of the bar charts of shares (y in [0, 1], legend beside) and the save."""
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of converted utterances")
@@ -90,23 +89,16 @@ def finish_share_plot(fig, ax, title: str, path: str | Path) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
-    _plt().close(fig)
-
-
-def _cell(d: dict | None, prop: bool, digits: int) -> str:
-    if d is None:
-        return "–"
-    return Estimate(d["mean"], d["low"], d["high"], d["n"]).fmt(digits, percent=prop)
+    pyplot().close(fig)
 
 
 def _acc(value: float) -> str:
     return "– (no speaker encoder)" if value != value else f"{value:.3f}"  # NaN: not applicable
 
 
-def render(metrics: dict) -> str:
+def render(metrics: dict[str, Any]) -> str:
     """Markdown report of a ``metrics.json`` dict."""
     from .mcd import PROTOCOL as MCD_PROTOCOL
-    from .suite import METRICS
 
     meta, summary = metrics["meta"], metrics["summary"]
     cfg = meta["eval_config"]
@@ -124,34 +116,34 @@ def render(metrics: dict) -> str:
     if meta.get("notes"):
         lines.append("")
 
-    shown = [m for m in METRICS if any(m[0] in kinds.get(k, {}) for kinds in summary.values() for k in kinds)]
-    header = "| condition | audio | " + " | ".join(m[1].replace("thr", str(cfg["threshold"])) for m in shown) + " |"
+    shown = [m for m in METRICS if any(m.key in kinds.get(k, {}) for kinds in summary.values() for k in kinds)]
+    header = "| condition | audio | " + " | ".join(m.heading(cfg["threshold"]) for m in shown) + " |"
     rule = "|" + "---|" * (2 + len(shown))
     lines += ["## Table 1: conversion quality (mean ± 95% CI; shares with Wilson 95% intervals)", "",
               header, rule]
     for group in (g for g in summary if "/" not in g):
         for kind, ms in summary[group].items():
-            cells = [_cell(ms.get(key), prop, digits) for key, _, prop, digits in shown]
-            if kind == "target_gl" and "mcd_feat" in [m[0] for m in shown]:
-                cells[[m[0] for m in shown].index("mcd_feat")] = "0 (by definition)"
+            cells = [m.cell(ms.get(m.key)) for m in shown]
+            if kind == "target_gl" and "mcd_feat" in [m.key for m in shown]:
+                cells[[m.key for m in shown].index("mcd_feat")] = "0 (by definition)"
             lines.append(f"| {group} | {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
     lines.append("")
     gender = [g for g in summary if "/" in g]
     if gender:
-        keys = [m for m in shown if m[0] in ("mcd_audio", "mcd_feat", "cos_tgt", "cos_src", "closer",
-                                             "id_target", "id_source", "wer")]
+        keys: list[Metric] = [m for m in shown if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "cos_src",
+                                                            "closer", "id_target", "id_source", "wer")]
         lines += ["## Same-gender vs cross-gender (converted audio)", "",
-                  "| group | " + " | ".join(m[1] for m in keys) + " |", "|" + "---|" * (1 + len(keys))]
+                  "| group | " + " | ".join(m.label for m in keys) + " |", "|" + "---|" * (1 + len(keys))]
         for g in gender:
             ms = summary[g].get("converted", {})
-            lines.append(f"| {g} | " + " | ".join(_cell(ms.get(k), p, d) for k, _, p, d in keys) + " |")
+            lines.append(f"| {g} | " + " | ".join(m.cell(ms.get(m.key)) for m in keys) + " |")
         lines.append("")
 
     lines += ["## Figures", "", "![Fig. 3: similarity to the target voice](plots/fig3_similarity.png)", "",
               "![Fig. 4a: speaker identification](plots/fig4a_identification.png)", ""]
     tsne = metrics.get("tsne")
     if tsne and "skipped" not in tsne:
-        lines += [f"![Fig. 5: t-SNE of S_x](plots/fig5_tsne.png)", "",
+        lines += ["![Fig. 5: t-SNE of S_x](plots/fig5_tsne.png)", "",
                   f"t-SNE of S_x for {tsne['n_utterances']} utterances of {tsne['n_speakers']} "
                   f"{tsne['speakers']} speakers; silhouette (cosine, on the full codes) "
                   f"**{tsne['silhouette_cosine']:.3f}** (1 = perfectly separated, 0 = overlapping).", ""]
@@ -171,9 +163,10 @@ def render(metrics: dict) -> str:
     elif probes:
         lines += [f"Probes skipped: {probes['skipped']}.", ""]
 
+    seen_target = "the stored training embedding" if cfg["seen_target"] == "table" else "mean of references"
     lines += ["## Protocol", "",
               "* Pairs: seen = training speakers, sources are their held-out utterances, target "
-              f"embedding = {'the stored training embedding' if cfg['seen_target'] == 'table' else 'mean of references'}; "
+              f"embedding = {seen_target}; "
               f"one-shot = unseen speakers, target embedding = mean S_x of {cfg['refs']} reference "
               "utterances. Sources are chosen so that the target speaker said the same sentence "
               "whenever the corpus has one (the ground truth for MCD).",

@@ -8,8 +8,9 @@ stays inside [0, 1] and is sane for small n and for shares of 0 or 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,12 +26,21 @@ class Estimate:
 
     @property
     def ci(self) -> float:
+        """Half-width of the interval."""
         return (self.high - self.low) / 2
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """``{mean, ci95, low, high, n}``: the form kept in ``metrics.json``."""
         return {"mean": self.mean, "ci95": self.ci, "low": self.low, "high": self.high, "n": self.n}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Estimate:
+        """The estimate back from :meth:`to_dict`'s dict (``ci95`` is derived, not read)."""
+        return cls(float(d["mean"]), float(d["low"]), float(d["high"]), int(d["n"]))
+
     def fmt(self, digits: int = 2, percent: bool = False) -> str:
+        """``mean ± ci`` with ``digits`` decimals, or ``mean% [low, high]`` when ``percent``;
+        ``–`` when there were no values."""
         if self.n == 0 or math.isnan(self.mean):
             return "–"
         if percent:

@@ -7,8 +7,9 @@ computed on the full-dimensional codes, not on the 2-D projection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -25,15 +26,15 @@ def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
                 metric="cosine").fit_transform(np.asarray(x, dtype=np.float64))
 
 
-def separation(x: np.ndarray, labels: Sequence) -> float:
+def separation(x: np.ndarray, labels: Sequence[Any] | np.ndarray) -> float:
     """Silhouette score of ``labels`` on (N, D) codes under cosine distance (NaN if undefined)."""
     from sklearn.metrics import silhouette_score
 
-    labels = np.asarray(labels)
-    k = len(set(labels.tolist()))
-    if k < 2 or k >= len(labels):
+    lab = np.asarray(labels)
+    k = len(set(lab.tolist()))
+    if k < 2 or k >= len(lab):
         return float("nan")
-    return float(silhouette_score(np.asarray(x, dtype=np.float64), labels, metric="cosine"))
+    return float(silhouette_score(np.asarray(x, dtype=np.float64), lab, metric="cosine"))
 
 
 def plot_tsne(points: np.ndarray, labels: Sequence[str], path: str | Path, title: str,
@@ -47,10 +48,10 @@ def plot_tsne(points: np.ndarray, labels: Sequence[str], path: str | Path, title
     names = sorted(set(labels))
     cmap = plt.get_cmap("tab20" if len(names) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
-    labels = np.asarray(labels)
+    lab = np.asarray(labels)
     marks = {"F": "o", "M": "^"}
     for i, name in enumerate(names):
-        sel = labels == name
+        sel = lab == name
         g = genders[int(np.flatnonzero(sel)[0])] if genders is not None else ""
         ax.scatter(points[sel, 0], points[sel, 1], s=18, color=cmap(i % cmap.N), marker=marks.get(g, "o"),
                    label=f"{name} ({g})" if g else name, alpha=0.85)

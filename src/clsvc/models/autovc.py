@@ -92,6 +92,8 @@ class AutoVC(VCSystem):
     """AutoVC: content encoder with a down-sampled bottleneck, decoder + postnet, conditioned
     on (mean) Resemblyzer d-vectors. See the module docstring."""
 
+    voice: DVectorVoice
+
     @classmethod
     def from_config(cls, cfg: Config) -> AutoVC:
         return cls(cfg.model, cfg.autovc, n_mels=cfg.mel.n_mels)

@@ -31,7 +31,8 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm1d(channels)
     if kind == "group":
-        # 8 groups (or fewer for narrow layers): independent of batch size and of padding.
+        # 8 groups (or fewer for narrow layers): independent of batch size (its statistics over
+        # time do include padded frames).
         groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
         return nn.GroupNorm(groups, channels)
     return nn.Identity()

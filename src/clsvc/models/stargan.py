@@ -83,7 +83,7 @@ from torch.func import functional_call
 from ..config import Config, StarGANConfig
 from ..errors import ClsvcError
 from .base import VCSystem
-from .layers import length_mask
+from .layers import length_mask, masked_mean
 from .voices import TableVoice
 
 # Time (and frequency) down-sampling factor of the generator: two stride-2 convs.
@@ -245,6 +245,7 @@ class StarGANVC2(VCSystem):
 
     phases = ("disc", "gen")
     training_only = ("discriminator.",)
+    steps: torch.Tensor  # () long: generator steps so far (the identity-loss schedule)
 
     @classmethod
     def from_config(cls, cfg: Config) -> StarGANVC2:
@@ -295,8 +296,7 @@ class StarGANVC2(VCSystem):
     @staticmethod
     def _l1(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean |a - b| over valid frames and mel bins."""
-        w = mask.unsqueeze(-1).to(a.dtype)
-        return ((a - b).abs() * w).sum() / (w.sum() * a.shape[-1]).clamp_min(1.0)
+        return masked_mean((a - b).abs().mean(-1), mask)
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
                 phase: str = "gen") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

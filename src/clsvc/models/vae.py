@@ -64,7 +64,7 @@ import torch.nn.functional as F
 
 from ..config import Config, ModelConfig, VAEConfig
 from .base import Codes, VCSystem
-from .layers import Postnet, conv_stack, length_mask, lstm, masked_frame_mse
+from .layers import Postnet, conv_stack, length_mask, lstm, masked_frame_mse, masked_mean
 from .voices import TableVoice
 
 # Clamp of log sigma^2: exp(8) ~ 3e3 and exp(-12) ~ 6e-6 bound the posterior variance far beyond
@@ -120,6 +120,8 @@ class VAEDecoder(nn.Module):
 class VAEVC(VCSystem):
     """Conditional VAE (encoder q(z|x), speaker table, decoder p(x|z, y)); seen targets only."""
 
+    steps: torch.Tensor  # () long: training-mode forward calls so far
+
     def __init__(self, model: ModelConfig, vae: VAEConfig, n_mels: int = 80):
         super().__init__()
         self.cfg = model
@@ -170,7 +172,7 @@ class VAEVC(VCSystem):
         recon = masked_frame_mse(post.float(), mel.float(), mask)
         mu32, lv32 = mu.float(), logvar.float()
         kl_elem = 0.5 * (mu32.pow(2) + lv32.exp() - 1.0 - lv32)  # (B, T, D), nats
-        kl = (kl_elem.mean(-1) * mask).sum() / mask.sum().clamp_min(1.0)
+        kl = masked_mean(kl_elem.mean(-1), mask)
         total = recon + kl_scale * kl
         terms = {"recon": recon, "kl": kl, "kl_weight": kl_scale}
         if len(self.decoder.postnet) > 0:

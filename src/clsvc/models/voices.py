@@ -72,6 +72,7 @@ class VoicePart(nn.Module):
     reference audio of any speaker (else only training speakers' rows exist)."""
 
     one_shot: ClassVar[bool] = True
+    _anchor: torch.Tensor
 
     def __init__(self, dim: int):
         super().__init__()
@@ -81,6 +82,7 @@ class VoicePart(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the part runs (its owner's device)."""
         return self._anchor.device
 
     def vectors(self, refs: Sequence[Reference], cache: Cache | None = None) -> torch.Tensor:
@@ -118,7 +120,8 @@ class EncoderVoice(VoicePart):
         self.min_frames = min_frames
 
     def _one(self, mel: np.ndarray) -> torch.Tensor:
-        embs, weights = [], []
+        embs: list[torch.Tensor] = []
+        weights: list[float] = []
         for start in range(0, len(mel), self.chunk_frames):
             piece = mel[start:start + self.chunk_frames]
             if len(piece) < self.min_frames and embs:
@@ -141,6 +144,8 @@ class DVectorVoice(VoicePart):
     :meth:`fit`); the system trains on its rows and it is saved with the weights.
     ``cache`` (when given) keeps each utterance's d-vector under its ``key``.
     """
+
+    dvectors: torch.Tensor  # (K, 256)
 
     def __init__(self, n_speakers: int):
         from ..dvector import DIM

@@ -101,6 +101,10 @@ class VectorQuantizer(nn.Module):
     exp(entropy) of the codes chosen on valid frames.
     """
 
+    embed: torch.Tensor  # (K, D) a parameter, or a buffer with EMA updates
+    ema_count: torch.Tensor  # (K,)
+    ema_sum: torch.Tensor  # (K, D)
+
     def __init__(self, size: int, dim: int, commitment: float, ema_decay: float, eps: float = 1e-5):
         super().__init__()
         self.size, self.dim = size, dim
@@ -231,7 +235,7 @@ class VQVCPlus(VCSystem):
     def decode(self, content: list[torch.Tensor], speakers: list[torch.Tensor]) -> torch.Tensor:
         """Per-level content codes (B, T_l, D) and decoder speaker vectors (B, D) (already
         scaled, see :meth:`decoder_speakers`) -> mel (B, T_pad, M), T_pad = 2 T_0."""
-        h = None
+        h: torch.Tensor | None = None
         for lvl in reversed(range(self.cfg.levels)):
             z = content[lvl] + speakers[lvl].unsqueeze(1)
             z = self.from_code[lvl](z.transpose(1, 2))
@@ -239,6 +243,7 @@ class VQVCPlus(VCSystem):
             h = self.dec_pre[lvl](h)
             h = F.interpolate(h, scale_factor=2, mode="nearest")
             h = self.dec_post[lvl](h)
+        assert h is not None  # levels >= 1
         return self.out(h.transpose(1, 2))
 
     def decoder_speakers(self, speakers: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 @dataclass
 class DistInfo:
+    """This process's place in a (possibly single-process) run: rank, world size, device."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -24,14 +25,17 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0 (the one that logs and writes checkpoints)."""
         return self.rank == 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process."""
         return self.world_size > 1
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else is taken as a torch device."""
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     dev = torch.device(requested)
@@ -41,6 +45,7 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def setup(requested_device: str = "auto") -> DistInfo:
+    """Join the process group when started by torchrun, and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -53,6 +58,7 @@ def setup(requested_device: str = "auto") -> DistInfo:
 
 
 def teardown() -> None:
+    """Leave the process group (if any)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -67,6 +73,7 @@ def any_true(flag: bool, info: DistInfo) -> bool:
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj`` on every rank (a one-item list without DDP)."""
     if not info.enabled:
         return [obj]
     out: list[Any] = [None] * info.world_size
@@ -75,5 +82,6 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op without DDP)."""
     if info.enabled:
         dist.barrier()

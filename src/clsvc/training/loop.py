@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ SHOWN = ("recon", "cls_acc", "adv_acc", "kl", "vq", "d_loss", "g_adv")
 
 
 def autocast_ctx(state: TrainState, device: torch.device):
+    """bf16/fp16 autocast on CUDA when ``train.amp``; nothing on CPU."""
     if device.type == "cuda" and state.cfg.train.amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -138,8 +139,8 @@ class RunLogger:
 
     def __init__(self, run: Path, enabled: bool):
         self.enabled = enabled
-        self.tb = None
-        self.jsonl = None
+        self.tb: Any = None  # a SummaryWriter on rank 0
+        self.jsonl: IO[str] | None = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -147,7 +148,8 @@ class RunLogger:
             self.jsonl = (run / "log.jsonl").open("a")
 
     def log(self, kind: str, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
+        """One row of ``kind`` (train/val) at ``step``: TensorBoard scalars and a JSON line."""
+        if self.tb is None or self.jsonl is None:
             return
         for k, v in values.items():
             self.tb.add_scalar(f"{kind}/{k}", v, step)
@@ -155,13 +157,14 @@ class RunLogger:
         self.jsonl.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        """Flush and close TensorBoard and the JSON log."""
+        if self.tb is not None and self.jsonl is not None:
             self.tb.close()
             self.jsonl.close()
 
 
 def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
-    own = (cfg.model.system,) if cfg.model.system != "clsvc" else ()  # a baseline's own section
+    own = tuple(s for s in (cfg.model.system,) if hasattr(cfg, s))  # a system's own section, if any
     for section in ("mel", "model", "loss") + own:
         a, b = to_dict(getattr(cfg, section)), to_dict(getattr(ckpt_cfg, section))
         if section == "model":
@@ -337,10 +340,10 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
                 bar.set_postfix(step=state.step, **dict(list(shown.items())[:4]))
                 window, n_window = {}, 0
             if val_batches and info.is_main and state.step % t.val_every == 0:
-                v = validate(state, val_batches, info.device)
-                logger.log("val", state.step, v)
+                vals = validate(state, val_batches, info.device)
+                logger.log("val", state.step, vals)
                 if on_log is not None:
-                    on_log("val", state.step, v)
+                    on_log("val", state.step, vals)
             if state.step % t.ckpt_every == 0:
                 save(last)
                 if t.keep_every and state.step % t.keep_every == 0 and info.is_main:
@@ -354,10 +357,10 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         bar.close()
     save(last)  # also on Ctrl-C: nothing learned is lost, `--resume` continues from here
     if val_batches and info.is_main:
-        v = validate(state, val_batches, info.device)
-        logger.log("val", state.step, v)
+        vals = validate(state, val_batches, info.device)
+        logger.log("val", state.step, vals)
         if on_log is not None:
-            on_log("val", state.step, v)
+            on_log("val", state.step, vals)
     logger.close()
     if interrupted:
         raise KeyboardInterrupt

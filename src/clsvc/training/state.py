@@ -37,17 +37,17 @@ class TrainState:
 
 def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict[str, Any]], lr: float) -> None:
     """Rate of each group: ``lr`` times the group's ``lr_scale`` as the model defines it now."""
-    for g, spec in zip(opt.param_groups, groups):
+    for g, spec in zip(opt.param_groups, groups, strict=True):
         g["lr"] = lr * float(spec.get("lr_scale", 1.0))
 
 
 def build_optimizers(model: VCSystem, cfg: Config) -> dict[str, torch.optim.Optimizer]:
     """One Adam (the paper's betas) per phase of the system, with the system's groups."""
     o = cfg.optim
-    opts = {}
+    opts: dict[str, torch.optim.Optimizer] = {}
     for phase in model.phases:
         groups = model.param_groups(phase)
-        opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=o.lr, betas=tuple(o.betas),
+        opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                weight_decay=o.weight_decay)
         _set_lrs(opt, groups, o.lr)
         opts[phase] = opt
@@ -67,7 +67,7 @@ def reset_lrs(state: TrainState) -> None:
 def rng_state(data_gen: torch.Generator | None = None) -> dict[str, Any]:
     """Every RNG a step may draw from (torch, CUDA, numpy, Python, the batch sampler), as
     tensors and builtins that ``torch.load(weights_only=True)`` can read back."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

@@ -6,7 +6,7 @@ vocoder is any callable ``mel -> wav``; :func:`get_vocoder` builds one by name.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,6 +18,7 @@ Vocoder = Callable[[np.ndarray], np.ndarray]
 
 
 def get_vocoder(name: str, cfg: MelConfig) -> Vocoder:
+    """A callable mel (frames, n_mels) -> waveform for a vocoder name (``griffin-lim``)."""
     if name in ("griffin-lim", "griffinlim", "gl"):
         return GriffinLim(cfg)
     raise ClsvcError(f"vocoder {name!r} is not available; use griffin-lim")

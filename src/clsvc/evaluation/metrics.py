@@ -1,0 +1,100 @@
+"""The metric table of ``clsvc evaluate``: which scores a pair gets, how they are summarised
+(mean with a Student-t interval, or a share with a Wilson interval) and how they are shown.
+
+Shared by the suite (``scores.csv``, ``metrics.json``), the report and the experiment
+comparison, so the three agree on keys, labels and digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .stats import Estimate, mean_ci, proportion_ci
+
+#: One score row: a pair's columns, the audio ``kind`` and its metric values (see :mod:`.scoring`).
+Row = dict[str, Any]
+
+#: The two conditions of the protocol, in report order (seen = many-to-many, unseen = one-shot).
+CONDITIONS = ("seen", "unseen")
+
+#: The audio scored for every pair: the conversion, and two bounds through the same
+#: mel -> Griffin-Lim path (the real target utterance, the unconverted source).
+KINDS = ("converted", "target_gl", "source_gl")
+
+#: How each audio kind is named in tables and figures.
+KIND_LABEL = {"converted": "converted", "target_gl": "real target → GL (bound)",
+              "source_gl": "unconverted source → GL (bound)"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One score of a pair's audio.
+
+    ``key`` names it in ``scores.csv`` / ``metrics.json``; ``label`` heads its table column
+    (``thr`` stands for the acceptance threshold); ``proportion``: a share of 0/1 flags
+    (Wilson interval, shown in percent), else a mean (Student-t interval) shown with ``digits``
+    decimals.
+    """
+
+    key: str
+    label: str
+    proportion: bool
+    digits: int
+
+    def heading(self, threshold: float) -> str:
+        """The column label with the acceptance threshold filled in."""
+        return self.label.replace("thr", str(threshold))
+
+    def estimate(self, values: Sequence[float | None]) -> Estimate:
+        """Summary of one group's values (``None`` = not scored, skipped)."""
+        return proportion_ci(values) if self.proportion else mean_ci(values)
+
+    def cell(self, d: dict[str, Any] | None) -> str:
+        """Table cell of an :meth:`Estimate.to_dict` dict (``–`` when the metric is missing)."""
+        if d is None:
+            return "–"
+        return Estimate.from_dict(d).fmt(self.digits, percent=self.proportion)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("mcd_audio", "MCD audio (dB)", False, 2),
+    Metric("mcd_feat", "MCD log-mel (dB)", False, 2),
+    Metric("cos_tgt", "cos to target", False, 3),
+    Metric("cos_src", "cos to source", False, 3),
+    Metric("closer", "closer to target", True, 0),
+    Metric("accept", "accepted ≥ thr", True, 0),
+    Metric("id_target", "identified as target", True, 0),
+    Metric("id_source", "identified as source", True, 0),
+    Metric("wer", "WER", False, 3),
+    Metric("cer", "CER", False, 3),
+)
+
+#: Metrics by key.
+METRIC = {m.key: m for m in METRICS}
+
+
+def summarize(rows: list[Row]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{group: {kind: {metric key: Estimate dict}}}`` of the score rows (one per pair and
+    audio kind), for groups ``seen``, ``unseen`` and ``seen/same-gender`` etc. where genders are
+    known. Metrics no row of a group has (e.g. MCD without parallel pairs) are left out."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r["condition"], []).append(r)
+        if r.get("gender_group"):
+            groups.setdefault(f"{r['condition']}/{r['gender_group']}", []).append(r)
+    out: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for g in sorted(groups, key=lambda g: (CONDITIONS.index(g.split("/")[0]), g)):
+        out[g] = {}
+        for kind in KINDS:
+            rs = [r for r in groups[g] if r["kind"] == kind]
+            if not rs:
+                continue
+            out[g][kind] = {}
+            for m in METRICS:
+                vals = [r.get(m.key) for r in rs]
+                if all(v is None for v in vals):
+                    continue
+                out[g][kind][m.key] = m.estimate(vals).to_dict()
+    return out

@@ -1,0 +1,244 @@
+"""Scoring of ``clsvc evaluate``: every metric of one audio of a pair, and the model probes.
+
+Each pair's audio (the conversion and the two Griffin-Lim bounds) becomes one *score row*: a
+dict with the pair's columns (:data:`ROW_FIELDS`) and the metrics of
+:data:`~clsvc.evaluation.metrics.METRICS` it could be scored on — Resemblyzer cosine to the
+target and source centroids, acceptance at the threshold and nearest-centroid identification
+among the condition's speakers; MCD against the target speaker's recording of the same sentence
+(parallel pairs); WER / CER of pocketsphinx against the source transcript.
+
+What the scores are measured against (centroids, identification pools, real audio, reference
+transcripts) is a :class:`ScoringContext`, built once per evaluation from the protocol.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..config import EvalConfig, MelConfig
+from ..data.manifest import Entry
+from ..errors import ClsvcError
+from .metrics import CONDITIONS, METRICS, Row
+from .protocol import Pair, Protocol
+
+if TYPE_CHECKING:
+    from ..models import VCSystem
+
+#: The columns every score row starts with.
+ROW_FIELDS = ("pair", "condition", "gender_group", "kind", "source", "target", "parallel")
+
+#: The columns of ``scores.csv``.
+SCORE_COLUMNS = [*ROW_FIELDS, "identified", *(m.key for m in METRICS)]
+
+
+class AudioCache:
+    """Real audio, features and Resemblyzer d-vectors of manifest utterances, each read or
+    computed once.
+
+    ``feats_dir`` is the preprocessed corpus (its features); waveforms are read from the
+    original files the manifest points at, at ``mel_cfg.sample_rate`` Hz.
+    """
+
+    def __init__(self, feats_dir: Path, mel_cfg: MelConfig):
+        self.dir = feats_dir
+        self.mel_cfg = mel_cfg
+        self._wav: dict[str, np.ndarray] = {}
+        self._emb: dict[str, np.ndarray] = {}
+
+    def mel(self, e: Entry) -> np.ndarray:
+        """The utterance's stored log-mel (frames, n_mels) in [0, 1] (not cached: read each time)."""
+        path = self.dir / e.feature
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            raise ClsvcError(f"{path}: feature file missing or unreadable; re-run `clsvc preprocess`") from None
+
+    def wav(self, e: Entry) -> np.ndarray:
+        """The utterance's float32 waveform (samples,) at ``mel_cfg.sample_rate`` Hz."""
+        from ..audio import load_wav
+
+        if e.source not in self._wav:
+            if not Path(e.source).is_file():
+                raise ClsvcError(f"{e.source}: audio of {e.speaker}/{e.utt_id} not found (the manifest "
+                                 "points at the original corpus); restore the corpus or re-run preprocess")
+            self._wav[e.source] = load_wav(e.source, self.mel_cfg)
+        return self._wav[e.source]
+
+    def embedding(self, e: Entry) -> np.ndarray:
+        """The utterance's unit Resemblyzer d-vector (256,)."""
+        from ..dvector import embed_wav
+
+        if e.source not in self._emb:
+            self._emb[e.source] = embed_wav(self.wav(e), self.mel_cfg.sample_rate)
+        return self._emb[e.source]
+
+
+@dataclass
+class ScoringContext:
+    """What every score of an evaluation is measured against.
+
+    ``centroids``: speaker -> unit Resemblyzer centroid (256,) of its enrolment utterances;
+    ``pools``: condition -> the speakers a conversion may be identified as; ``audio``: the real
+    audio of the corpus; ``reference_text``: the text a pair's audio should say (for WER/CER).
+    """
+
+    cfg: EvalConfig
+    mel_cfg: MelConfig
+    centroids: dict[str, np.ndarray]
+    pools: dict[str, list[str]]
+    audio: AudioCache
+    reference_text: Callable[[Pair], str]
+
+    @classmethod
+    def build(cls, protocol: Protocol, cfg: EvalConfig, mel_cfg: MelConfig, audio: AudioCache,
+              progress: bool = True) -> ScoringContext:
+        """Centroids of every speaker the pairs and their pools need, the identification pools
+        (the protocol's, else the pairs' speakers) and the reference texts (the transcript, else
+        the ASR of the real source, computed once). Checks the ASR tools when ``cfg.asr``."""
+        from tqdm import tqdm
+
+        from .similarity import centroid
+
+        pairs = protocol.pairs
+        speakers = sorted({p.source.speaker for p in pairs} | {p.target.speaker for p in pairs}
+                          | {s for c in {p.condition for p in pairs} for s in protocol.pools.get(c, [])})
+        centroids = {}
+        for s in tqdm(speakers, desc="centroids", unit="spk", disable=not progress):
+            utts = protocol.centroid.get(s) or protocol.test.get(s, [])
+            centroids[s] = centroid([audio.embedding(e) for e in utts])
+        pools = {c: [s for s in protocol.pools.get(c, []) if s in centroids] or
+                 sorted({p.source.speaker for p in pairs if p.condition == c} |
+                        {p.target.speaker for p in pairs if p.condition == c}) for c in CONDITIONS}
+
+        asr_cache: dict[str, str] = {}
+
+        def reference_text(pair: Pair) -> str:
+            if pair.source.transcript.strip():
+                return pair.source.transcript
+            if pair.source.source not in asr_cache:  # no transcript: the ASR of the real source
+                from .asr import transcribe
+
+                asr_cache[pair.source.source] = transcribe(audio.wav(pair.source), mel_cfg.sample_rate)
+            return asr_cache[pair.source.source]
+
+        if cfg.asr:
+            from .asr import available
+
+            if not available():
+                raise ClsvcError("ASR scoring needs pocketsphinx and jiwer: pip install 'clsvc[eval]' "
+                                 "(or pass --no-asr)")
+        return cls(cfg, mel_cfg, centroids, pools, audio, reference_text)
+
+
+def new_row(pair: Pair, kind: str) -> Row:
+    """The score row of ``pair``'s audio ``kind`` (one of :data:`~.metrics.KINDS`), unscored."""
+    return {"pair": pair.name, "condition": pair.condition, "gender_group": pair.gender_group,
+            "kind": kind, "source": pair.source.speaker, "target": pair.target.speaker,
+            "parallel": pair.parallel}
+
+
+def score_kind(row: Row, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: ScoringContext) -> None:
+    """Fill ``row`` with every metric of one audio (converted or a bound) of ``pair``:
+    ``wav`` its float32 waveform at ``ctx.mel_cfg.sample_rate`` Hz, ``mel`` its log-mel
+    (frames, n_mels). MCD needs a parallel pair; a metric that cannot be computed is ``None``."""
+    from ..dvector import embed_wav
+    from .similarity import cosine
+
+    cfg = ctx.cfg
+    sr = ctx.mel_cfg.sample_rate
+    cents = ctx.centroids
+    e = embed_wav(wav, sr)
+    src, tgt = pair.source.speaker, pair.target.speaker
+    row["cos_tgt"] = cosine(e, cents[tgt])
+    row["cos_src"] = cosine(e, cents[src])
+    row["closer"] = float(row["cos_tgt"] > row["cos_src"])
+    row["accept"] = float(row["cos_tgt"] >= cfg.threshold)
+    pool = ctx.pools[pair.condition]
+    best = max(pool, key=lambda s: cosine(e, cents[s]))
+    row["identified"] = "target" if best == tgt else "source" if best == src else "other"
+    row["id_target"] = float(best == tgt)
+    row["id_source"] = float(best == src)
+    if cfg.mcd and pair.parallel:
+        from .mcd import audio_mcd, feature_mcd
+
+        real_tgt = ctx.audio.wav(pair.target)
+        row["mcd_audio"] = _safe(lambda: audio_mcd(real_tgt, wav, sr))
+        row["mcd_feat"] = (None if row["kind"] == "target_gl"  # 0 by definition
+                           else _safe(lambda: feature_mcd(ctx.audio.mel(pair.target), mel, ctx.mel_cfg)))
+    if cfg.asr:
+        from .asr import error_rates, transcribe
+
+        ref = ctx.reference_text(pair)
+        if ref:
+            rates = error_rates(ref, transcribe(wav, sr))
+            row["wer"], row["cer"] = rates["wer"], rates["cer"]
+
+
+def _safe(fn: Callable[[], float]) -> float | None:
+    try:
+        return float(fn())
+    except ValueError:  # e.g. nothing but silence after dropping silent frames
+        return None
+
+
+def write_scores(path: Path, rows: list[Row]) -> None:
+    """``scores.csv``: one line per score row, columns :data:`SCORE_COLUMNS`."""
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------- model probes
+
+
+def probe_speakers(model: VCSystem, data: Path, entries: list[Entry], protocol: Protocol,
+                   cfg: EvalConfig) -> dict[str, Any]:
+    """Fresh speaker probes on the codes of the seen speakers: trained on their training
+    utterances and tested on their held-out ones (see :func:`~.probes.probe_codes`), or
+    ``{"skipped": why}``."""
+    from .probes import probe_codes
+
+    seen = set(protocol.pools.get("seen", [])) or {e.speaker for e in entries if e.split != "unseen"}
+    train = [e for e in entries if e.speaker in seen and e.split == "train"]
+    test = [e for e in entries if e.speaker in seen and e.split == "val"]
+    have = {e.speaker for e in test}
+    train = [e for e in train if e.speaker in have]
+    if len(have) < 2:
+        return {"skipped": "needs held-out (val) utterances of at least two training speakers"}
+    return probe_codes(model, data, train, test, seed=cfg.seed)
+
+
+def speaker_code_tsne(model: VCSystem, data: Path, entries: list[Entry], cfg: EvalConfig,
+                      png: Path) -> dict[str, Any] | None:
+    """t-SNE of S_x of unseen speakers (the paper's Fig. 5, drawn to ``png``), or of held-out
+    utterances of training speakers when the corpus has no unseen speakers. ``None`` for a
+    system without a speaker encoder of its own; ``{"skipped": why}`` with too little audio."""
+    from .probes import extract_codes
+    from .tsne import plot_tsne, separation, tsne_2d
+
+    which = "unseen" if any(e.split == "unseen" for e in entries) else "val"
+    by_spk: dict[str, list[Entry]] = {}
+    for e in sorted(entries, key=lambda e: (e.speaker, e.utt_id)):
+        if e.split == which:
+            by_spk.setdefault(e.speaker, []).append(e)
+    names = sorted(by_spk)[: cfg.tsne_speakers]
+    chosen = [e for s in names for e in by_spk[s][: cfg.tsne_utterances]]
+    if len(names) < 2 or len(chosen) < 6:
+        return {"skipped": "needs at least two speakers with utterances for t-SNE"}
+    codes = extract_codes(model, data, chosen, seed=cfg.seed)
+    if codes["speaker"] is None:
+        return None
+    labels = [codes["names"][i] for i in codes["labels"]]
+    genders = [e.gender for e in chosen]
+    points = tsne_2d(codes["speaker"], seed=cfg.seed)
+    sil = separation(codes["speaker"], labels)
+    plot_tsne(points, labels, png, f"S_x of {which} speakers ({len(names)}), silhouette {sil:.2f}", genders)
+    return {"speakers": which, "n_speakers": len(names), "n_utterances": len(chosen),
+            "silhouette_cosine": sil, "plot": "plots/fig5_tsne.png"}
