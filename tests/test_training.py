@@ -51,16 +51,24 @@ def test_non_checkpoint_files(tmp_path):
         load_checkpoint(tmp_path / "c.pt")
 
 
+def _payload(step: int) -> dict:
+    """The smallest valid (inference-only) checkpoint payload."""
+    from clsvc.config import Config
+
+    return {"kind": "inference", "config": Config().to_dict(), "model": {"w": torch.zeros(2)}, "step": step,
+            "speakers": [], "speaker_table": None}
+
+
 def test_atomic_save_keeps_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "ck.pt"
-    save_checkpoint(path, {"step": 1})
+    save_checkpoint(path, _payload(1))
 
     def boom(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"step": 2})
+        save_checkpoint(path, _payload(2))
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 

@@ -12,6 +12,9 @@ mel-spectrograms are float32 arrays of shape ``(frames, n_mels)`` with values in
 from __future__ import annotations
 
 import functools
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,41 +28,187 @@ from .files import atomic_path
 
 # Below this peak amplitude a file is treated as silent (about -80 dBFS).
 SILENCE_PEAK = 1e-4
+# Source sample rates accepted (Hz): below MIN_SOURCE_RATE the mel bands up to fmax are empty; above
+# MAX_SOURCE_RATE (the highest rate of real recorders/DACs) the header is taken as damaged.
 MIN_SOURCE_RATE = 8000
+MAX_SOURCE_RATE = 768_000
+# Longest input (seconds) and most decoded samples (frames x channels: one hour of 48 kHz stereo) read.
+# Files are decoded in blocks, so a header that claims more than the file holds never allocates it.
+MAX_SECONDS = 3600.0
+MAX_SOURCE_SAMPLES = int(MAX_SECONDS) * 48_000 * 2
+# Float audio whose peak exceeds full scale (1.0) is scaled down to this peak (with a warning).
+NORMALISED_PEAK = 0.99
+_BLOCK_SAMPLES = 1 << 20  # frames x channels decoded per read (4 MB of float32)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class AudioScaleWarning(UserWarning):
+    """Audio louder than full scale was normalised (see :func:`check_waveform`)."""
+
+
+def check_waveform(wav: object, sample_rate: int, name: str) -> np.ndarray:
+    """Validate a waveform and return it as a contiguous float32 1-D array.
+
+    ``sample_rate`` is the rate the samples are at; ``name`` names them in messages (a file path,
+    or e.g. ``"the given waveform"``). Raises ClsvcError (one line naming ``name`` and the fix) for:
+    a non-numeric or not 1-D array, no samples, a rate outside
+    [``MIN_SOURCE_RATE``, ``MAX_SOURCE_RATE``], more than ``MAX_SECONDS``, and NaN, infinite or
+    beyond-float32-range samples.
+
+    Scale policy: samples are expected in [-1, 1] (full scale). Audio whose peak exceeds 1.0 (float
+    files or arrays with unscaled samples, e.g. 3e38 or int16 values) is not clipped and not
+    refused: it is scaled by one gain to a peak of ``NORMALISED_PEAK`` (0.99) and one
+    :class:`AudioScaleWarning` naming ``name`` says so. Silence is not checked here
+    (:func:`load_wav` refuses silent files).
+    """
+    arr = np.asarray(wav)
+    if arr.dtype.kind not in "fiu":  # bool, complex, object, strings
+        raise ClsvcError(f"{name}: samples of type {arr.dtype} are not audio; pass real-valued (float) samples")
+    if arr.ndim != 1:
+        raise ClsvcError(
+            f"{name}: expected a 1-D (mono) waveform, got shape {arr.shape}; pass one channel "
+            "(e.g. the mean over channels)"
+        )
+    if arr.size == 0:
+        raise ClsvcError(f"{name}: holds no audio samples; use a non-empty recording")
+    try:
+        rate = float(sample_rate)
+    except (TypeError, ValueError):
+        raise ClsvcError(f"{name}: sample rate {sample_rate!r} is not a number; give the rate in Hz") from None
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise ClsvcError(
+            f"{name}: sample rate {sample_rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz; "
+            f"record or export at 16000 Hz or more (a damaged header can show this too: re-export the file)"
+        )
+    if arr.size > MAX_SECONDS * rate:
+        raise ClsvcError(
+            f"{name}: {arr.size / rate / 60:.1f} min of audio, at most {MAX_SECONDS / 60:.0f} min are read; "
+            "split the recording into shorter files"
+        )
+    if arr.dtype.kind in "iu":  # integer samples (abs of the most negative int16 overflows in int16)
+        arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ClsvcError(
+            f"{name}: audio contains NaN or infinite samples (or samples beyond the float32 range); "
+            "re-export the file with samples in [-1, 1]"
+        )
+    peak = float(np.max(np.abs(arr)))
+    if peak > _FLOAT32_MAX:
+        raise ClsvcError(
+            f"{name}: samples up to {peak:.3g} are beyond the float32 range; re-export the file "
+            "with samples in [-1, 1]"
+        )
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    if peak > 1.0:
+        gain = NORMALISED_PEAK / peak
+        out = (out.astype(np.float64) * gain).astype(np.float32)
+        warnings.warn(
+            f"{name}: peak amplitude {peak:.3g} is above full scale (1.0); normalised to a peak of "
+            f"{NORMALISED_PEAK} (export samples in [-1, 1] to avoid this)",
+            AudioScaleWarning, stacklevel=2,
+        )
+    return out
+
+
+def _stat_regular(path: Path) -> None:
+    """Refuse what is not a regular file before anything opens it (a FIFO would block the open)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ClsvcError(f"{path}: no such file; check the path") from None
+    except OSError as e:
+        raise ClsvcError(f"{path}: cannot access the file ({e.strerror or type(e).__name__}); check the path "
+                         "and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ClsvcError(f"{path}: is a folder, expected an audio file (wav, flac, ...)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device, socket or other special file"
+        raise ClsvcError(f"{path}: is {kind}, not a regular file; save the audio to a wav/flac file and give that")
+
+
+def _read_mono(path: Path, cfg: MelConfig) -> tuple[np.ndarray, int]:
+    """Decode ``path`` in blocks to mono float32 at its own rate, bounded by the caps above."""
+    unreadable = ("cannot read audio ({}); not a readable audio file, re-export it as WAV or FLAC "
+                  "(e.g. with sox or ffmpeg)")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, channels, claimed = int(f.samplerate), int(f.channels), int(f.frames)
+            if not MIN_SOURCE_RATE <= sr <= MAX_SOURCE_RATE:
+                if 0 < sr < MIN_SOURCE_RATE:
+                    raise ClsvcError(
+                        f"{path}: sample rate {sr} Hz is too low for {cfg.n_mels} mel bands up to "
+                        f"{cfg.fmax:.0f} Hz; record or export at {cfg.sample_rate} Hz or more"
+                    )
+                raise ClsvcError(
+                    f"{path}: the header's sample rate {sr} Hz is not a real audio rate (accepted: "
+                    f"{MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz); the header is damaged, re-export the file"
+                )
+            if channels < 1:
+                raise ClsvcError(f"{path}: {unreadable.format(f'{channels} channels in the header')}")
+            max_frames = min(int(MAX_SECONDS * sr), MAX_SOURCE_SAMPLES // channels)
+            too_long = (f"{path}: more than {max_frames / sr / 60:.3g} min of audio ({channels} channel(s) at "
+                        f"{sr} Hz) or a damaged header claiming so; split the recording into shorter files "
+                        "or re-export it")
+            if claimed > max_frames and claimed < (1 << 62):  # (1 << 62 and up: length unknown)
+                raise ClsvcError(too_long)
+            block = max(1, _BLOCK_SAMPLES // channels)
+            parts: list[np.ndarray] = []
+            total = 0
+            while True:
+                data = f.read(block, dtype="float32", always_2d=True)
+                if len(data) == 0:
+                    break
+                total += len(data)
+                if total > max_frames:
+                    raise ClsvcError(too_long)
+                # The mean is taken in float64 (3e38 + 3e38 overflows float32) and is back in float32
+                # range, as |mean| <= max |sample|.
+                mono = data[:, 0] if channels == 1 else data.mean(axis=1, dtype=np.float64).astype(np.float32)
+                parts.append(mono)
+                if len(data) < block:
+                    break
+    except ClsvcError:
+        raise
+    except Exception as e:  # soundfile/libsndfile raise several types (and MemoryError) for damaged files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ClsvcError(f"{path}: {unreadable.format(reason)}") from None
+    wav = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return wav, sr
 
 
 def load_wav(path: str | Path, cfg: MelConfig, min_seconds: float = 0.0) -> np.ndarray:
-    """Read any soundfile-readable file as mono float32 at ``cfg.sample_rate``.
+    """Read any soundfile-readable file as mono float32 in [-1, 1] at ``cfg.sample_rate``.
 
     Multi-channel audio is down-mixed by averaging; other rates are resampled with soxr (VHQ).
-    Raises ClsvcError (naming the file and the fix) for missing, unreadable, empty, silent,
-    too-low-rate or shorter-than-``min_seconds`` audio.
+    Raises ClsvcError (naming the file and the fix) for missing or non-regular files (folders,
+    FIFOs and devices are refused before opening, so nothing blocks), unreadable or damaged
+    files, sample rates outside ``MIN_SOURCE_RATE``..``MAX_SOURCE_RATE``, more than
+    ``MAX_SECONDS`` of audio (or a header claiming so), no samples (also after resampling),
+    NaN/infinite samples, silent audio or audio shorter than ``min_seconds``. Float audio louder
+    than full scale is normalised to a peak of 0.99 with an :class:`AudioScaleWarning` (see
+    :func:`check_waveform`); the resampler's overshoot past +-1 is clipped.
     """
     path = Path(path)
-    if not path.exists():
-        raise ClsvcError(f"{path}: no such file; check the path")
-    if path.is_dir():
-        raise ClsvcError(f"{path}: is a folder, expected an audio file (wav, flac, ...)")
-    try:
-        wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types for bad files
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ClsvcError(
-            f"{path}: cannot read audio ({reason}); give a wav/flac/ogg file, "
-            "or convert it first (e.g. with sox or ffmpeg)"
-        ) from None
+    _stat_regular(path)
+    wav, sr = _read_mono(path, cfg)
     if wav.shape[0] == 0:
         raise ClsvcError(f"{path}: the file holds no audio samples; use a non-empty recording")
-    if sr < MIN_SOURCE_RATE:
-        raise ClsvcError(
-            f"{path}: sample rate {sr} Hz is too low for 80 mel bands up to "
-            f"{cfg.fmax:.0f} Hz; record or export at {cfg.sample_rate} Hz or more"
-        )
-    wav = wav.mean(axis=1)
+    wav = check_waveform(wav, sr, str(path))
     if sr != cfg.sample_rate:
-        wav = soxr.resample(wav, sr, cfg.sample_rate, quality="VHQ").astype(np.float32)
-    if not np.all(np.isfinite(wav)):
-        raise ClsvcError(f"{path}: audio contains NaN or infinite samples; re-export the file")
+        try:
+            wav = soxr.resample(wav, sr, cfg.sample_rate, quality="VHQ").astype(np.float32)
+        except Exception as e:  # soxr raises ValueError/RuntimeError on what it cannot resample
+            raise ClsvcError(
+                f"{path}: cannot resample {sr} Hz to {cfg.sample_rate} Hz ({e}); re-export it at "
+                f"{cfg.sample_rate} Hz"
+            ) from None
+        if wav.size == 0:
+            raise ClsvcError(
+                f"{path}: too short, no samples are left after resampling {sr} Hz to {cfg.sample_rate} Hz; "
+                "use a longer recording"
+            )
+        np.clip(wav, -1.0, 1.0, out=wav)  # the resampler's ringing around a full-scale peak
+        wav = check_waveform(wav, cfg.sample_rate, str(path))
     if float(np.max(np.abs(wav))) < SILENCE_PEAK:
         raise ClsvcError(f"{path}: the audio is silent (peak below -80 dBFS); use a recording with speech")
     if min_seconds > 0 and len(wav) < min_seconds * cfg.sample_rate:

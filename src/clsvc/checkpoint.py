@@ -8,11 +8,21 @@ training-only parts (classifiers, discriminators), the config, speakers and spea
 
 Both are plain dicts saved with ``torch.save`` and read back with ``weights_only=True`` (no
 code is unpickled), tagged with :data:`FORMAT` and ``kind`` (``"train"`` or ``"inference"``).
+
+Integrity: :func:`save_checkpoint` stores :func:`weights_sha256` of the weights under
+``weights_sha256`` and :func:`load_checkpoint` checks it, the file's structure and that every
+weight is finite, so that a file damaged on disk or in transfer is refused with one line instead
+of converting with garbage weights (``torch.load`` does not check the zip members' CRCs) or
+crashing later with a KeyError.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import math
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,40 +36,188 @@ from .models import VCSystem, build_system
 FORMAT = "clsvc-checkpoint"
 VERSION = 1
 TRAIN, INFERENCE = "train", "inference"
+HASH_KEY = "weights_sha256"
+
+_NOT_OURS = "pass a file from RUN/checkpoints/ written by `clsvc train`"
+_FIX_DAMAGED = "re-export it from the training run or resume from an earlier step_N.pt"
+
+
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a state dict: for each key in sorted order its name, dtype, shape and the
+    tensor's raw bytes (of a contiguous CPU copy, so views, devices and strides do not matter)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach()
+        # Flat bytes: works for every dtype (bf16 has no numpy dtype) and for 0-d tensors.
+        data = t.cpu().contiguous().reshape(-1).view(torch.uint8)
+        h.update(f"{len(key)}:{key}|{t.dtype}|{tuple(t.shape)}|{data.numel()}|".encode())
+        h.update(data.numpy().data)
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (plus format tag and time) to ``path`` atomically: a crash mid-write
-    leaves the previous file intact."""
+    """Write ``payload`` (plus format tag, time and :func:`weights_sha256` of ``payload["model"]``)
+    to ``path`` atomically: a crash mid-write leaves the previous file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(payload, format=FORMAT, version=VERSION,
                    saved_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    payload[HASH_KEY] = weights_sha256(payload["model"])
     payload.setdefault("kind", TRAIN)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
 
 
+def _damaged(path: Path, what: str) -> ClsvcError:
+    return ClsvcError(f"{path}: damaged checkpoint ({what}); {_FIX_DAMAGED}")
+
+
+def _type(v: Any) -> str:
+    return "None" if v is None else type(v).__name__
+
+
+def _short(v: Any, n: int = 40) -> str:
+    """``repr(v)`` cut to ``n`` characters (one line: repr escapes newlines)."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_plain(v: Any) -> bool:
+    """YAML/JSON-like data: what a stored config is made of."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_is_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _is_plain(x) for k, x in v.items())
+    return False
+
+
+def _unreadable(path: Path) -> ClsvcError:
+    """The error for a file ``torch.load`` could not read: damaged if it is (or was) a zip
+    archive, which is what ``torch.save`` writes, else not a checkpoint at all."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        return ClsvcError(f"{path}: checkpoint cannot be read ({e.strerror or e}); check its permissions")
+    if not magic:
+        return _damaged(path, "empty file")
+    if magic == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except Exception:
+            return _damaged(path, "truncated or corrupted zip archive")
+        if bad is not None:
+            return _damaged(path, f"CRC mismatch in archive member {_short(bad, 80)}")
+    return ClsvcError(f"{path}: not a clsvc checkpoint (unreadable by torch.load); {_NOT_OURS}")
+
+
+def _check_structure(path: Path, ckpt: dict[str, Any]) -> None:
+    """Raise a one-line ClsvcError for the first thing of a tagged file that is not as
+    :func:`save_checkpoint` (and ``training.state.payload``) write it."""
+    version = ckpt.get("version", 0)
+    if not _is_int(version):
+        raise _damaged(path, f"'version' is a {_type(version)}, expected an integer")
+    if version > VERSION:
+        raise ClsvcError(f"{path}: written by a newer clsvc (format {version}); upgrade clsvc")
+    # Files from before the export feature have no 'kind': they are training checkpoints.
+    kind = ckpt.get("kind", TRAIN)
+    if kind not in (TRAIN, INFERENCE):
+        raise _damaged(path, f"'kind' is {_short(kind)}, expected {TRAIN!r} or {INFERENCE!r}")
+    for key in ("config", "model", "step", "speakers"):
+        if key not in ckpt:
+            raise _damaged(path, f"no {key!r} entry")
+
+    config = ckpt["config"]
+    if not isinstance(config, dict):
+        raise _damaged(path, f"'config' is a {_type(config)}, expected a dict")
+    if not _is_plain(config):
+        raise _damaged(path, "'config' holds values other than plain strings, numbers, lists and dicts")
+
+    model = ckpt["model"]
+    if not isinstance(model, dict):
+        raise _damaged(path, f"'model' is a {_type(model)}, expected a dict of tensors")
+    if not model:
+        raise _damaged(path, "'model' holds no weights")
+    for k, v in model.items():
+        if not isinstance(k, str):
+            raise _damaged(path, f"'model' has a {_type(k)} key {_short(k)}, expected weight names")
+        if not isinstance(v, torch.Tensor):
+            raise _damaged(path, f"weight {_short(k, 80)} is a {_type(v)}, expected a tensor")
+        if v.layout != torch.strided or v.is_quantized:
+            raise _damaged(path, f"weight {_short(k, 80)} is a {v.layout} / {v.dtype} tensor, expected a dense one")
+
+    step = ckpt["step"]
+    if not _is_int(step) or step < 0:
+        what = _short(step) if _is_int(step) else f"a {_type(step)}"
+        raise _damaged(path, f"'step' is {what}, expected an integer >= 0")
+    elapsed = ckpt.get("elapsed", 0.0)
+    if not (isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and math.isfinite(elapsed)):
+        raise _damaged(path, f"'elapsed' is {_short(elapsed)}, expected a number of seconds")
+
+    speakers = ckpt["speakers"]
+    if not isinstance(speakers, list):
+        raise _damaged(path, f"'speakers' is a {_type(speakers)}, expected a list of speaker names")
+    odd = [s for s in speakers if not isinstance(s, str)]
+    if odd:
+        raise _damaged(path, f"'speakers' holds a {_type(odd[0])} entry, expected speaker names")
+    table = ckpt.get("speaker_table")
+    if table is not None:
+        if not isinstance(table, torch.Tensor) or table.dim() != 2 or not table.is_floating_point():
+            what = f"a {table.dim()}-D {table.dtype} tensor" if isinstance(table, torch.Tensor) else f"a {_type(table)}"
+            raise _damaged(path, f"'speaker_table' is {what}, expected a 2-D float tensor")
+        if table.shape[0] != len(speakers):
+            raise _damaged(path, f"'speaker_table' has {table.shape[0]} rows for {len(speakers)} speakers")
+        if not bool(torch.isfinite(table).all()):
+            raise _damaged(path, "'speaker_table' holds NaN or infinite values")
+
+    if kind == TRAIN:
+        for key in ("optimizer", "rng"):
+            if not isinstance(ckpt.get(key), dict):
+                what = f"no {key!r} entry" if key not in ckpt else f"{key!r} is a {_type(ckpt[key])}, expected a dict"
+                raise _damaged(path, what)
+        if ckpt.get("scaler") is not None and not isinstance(ckpt["scaler"], dict):
+            raise _damaged(path, f"'scaler' is a {_type(ckpt['scaler'])}, expected a dict or None")
+
+
+def _check_weights(path: Path, ckpt: dict[str, Any]) -> None:
+    """The stored hash (when there is one) matches the weights, and every weight is finite."""
+    model: dict[str, torch.Tensor] = ckpt["model"]
+    if HASH_KEY in ckpt:
+        stored = ckpt[HASH_KEY]
+        if not isinstance(stored, str):
+            raise _damaged(path, f"{HASH_KEY!r} is a {_type(stored)}, expected a hex string")
+        if weights_sha256(model) != stored:
+            raise _damaged(path, "the weights do not match their SHA-256 stored at save time: "
+                                 "the file was corrupted on disk or in transfer, or edited")
+    # else: a file written by this project before the hash was added (format 1 all the same);
+    # it is still loaded, checked for structure and finite weights only.
+    for k, v in model.items():
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()):
+            raise _damaged(path, f"weight {_short(k, 80)} holds NaN or infinite values")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a file written by :func:`save_checkpoint`; anything else is a ClsvcError."""
+    """Read a file written by :func:`save_checkpoint`; anything else, or such a file that was
+    damaged (structure, weights hash, non-finite weights), is a one-line ClsvcError."""
     path = Path(path)
     if not path.is_file():
         raise ClsvcError(f"{path}: checkpoint not found; pass a .pt file written by `clsvc train`")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception:
-        raise ClsvcError(
-            f"{path}: not a clsvc checkpoint (unreadable by torch.load); pass a file from "
-            "RUN/checkpoints/ written by `clsvc train`"
-        ) from None
+        raise _unreadable(path) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ClsvcError(
-            f"{path}: not a clsvc checkpoint (no '{FORMAT}' tag); pass a file from "
-            "RUN/checkpoints/ written by `clsvc train`"
-        )
-    if ckpt.get("version", 0) > VERSION:
-        raise ClsvcError(f"{path}: written by a newer clsvc (format {ckpt['version']}); upgrade clsvc")
+        raise ClsvcError(f"{path}: not a clsvc checkpoint (no '{FORMAT}' tag); {_NOT_OURS}")
+    _check_structure(path, ckpt)
+    _check_weights(path, ckpt)
     return ckpt
 
 
@@ -69,8 +227,10 @@ def is_inference_only(ckpt: dict[str, Any]) -> bool:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[VCSystem, Config]:
-    """Rebuild the model (eval mode) and its config from a checkpoint dict alone."""
-    cfg = config_from_dict(ckpt["config"], f"{where} (config)")
+    """Rebuild the model (eval mode) and its config from a checkpoint dict alone (one that
+    :func:`load_checkpoint` returned: a bad stored config is a one-line ClsvcError)."""
+    config: Any = ckpt.get("config")  # not a dict: config_from_dict says so in one line
+    cfg = config_from_dict(config, f"{where} (config)")
     model = build_system(cfg)
     try:
         if is_inference_only(ckpt):

@@ -1,19 +1,29 @@
 """The ``clsvc`` command: thin subcommands over the library.
 
 Every user error is one line on stderr (``clsvc: error: ...``) and exit status 2; nothing is
-left half-written. Run ``clsvc COMMAND --help`` for the options of each command.
+left half-written. Outputs are published atomically and, without ``--force``, exclusively: of
+two commands writing the same new file one wins and the other stops with "already exists".
+Output to a closed pipe (``clsvc info X | head -1``) ends quietly with status 141. Run
+``clsvc COMMAND --help`` for the options of each command.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import EvalConfig, add_dataclass_arguments, dataclass_from_namespace
 from .errors import ClsvcError
 from .files import atomic_path
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def _csv_list(text: str) -> list[str]:
@@ -34,6 +44,71 @@ def _writable_output(path: Path, force: bool, flag: str = "--out") -> None:
         raise ClsvcError(f"{path}: folder {parent} is not writable; choose another {flag}")
 
 
+def _device(name: str) -> torch.device:
+    """``--device`` checked before any work: an unknown name or a missing GPU is one line."""
+    from .devices import pick_device
+
+    return pick_device(name)
+
+
+def _save_wav(out: Path, wav: np.ndarray, sample_rate: int, force: bool) -> None:
+    """Write ``out`` atomically; without ``force`` only if nothing is there when it is published."""
+    from .audio import save_wav
+
+    with atomic_path(out, suffix=".tmp.wav", exclusive=not force) as tmp:
+        save_wav(tmp, wav, sample_rate)
+
+
+# One row of a --list: source, target files (or None), target speaker (or None), out, CSV line.
+_Job = tuple[str, list[str] | None, str | None, Path, str]
+
+
+def _list_jobs(a: argparse.Namespace) -> tuple[list[_Job], int]:
+    """Every row of ``--list`` checked before anything is converted: (jobs, rows skipped because
+    their output exists). Outputs (relative to the CSV) must lie inside ``--out-root`` (default:
+    the CSV's folder, symlinks followed) unless ``--allow-outside``; two rows may not write the
+    same file; an existing output is complete (outputs are atomic) and is skipped unless --force."""
+    from .inference import iter_pairs
+
+    rows = list(iter_pairs(a.list))
+    base = Path(a.list).parent
+    root = Path(a.out_root) if a.out_root else base
+    if a.out_root and not root.is_dir():
+        raise ClsvcError(f"--out-root {root}: not a folder; create it first or choose another")
+    root_real = root.resolve()
+    jobs: list[_Job] = []
+    writers: dict[Path, str] = {}
+    skipped = 0
+    for row in rows:
+        where = f"{a.list} line {row['line']}"
+        targets = [t for t in row.get("target", "").split(";") if t]
+        targets = [t if Path(t).is_absolute() else str(base / t) for t in targets]
+        spk = row.get("target_speaker") or None
+        if not row.get("source") or not row.get("out") or bool(targets) == bool(spk):
+            raise ClsvcError(f"{where}: needs source, out and exactly one of target / target_speaker")
+        src = row["source"] if Path(row["source"]).is_absolute() else str(base / row["source"])
+        out = Path(row["out"]) if Path(row["out"]).is_absolute() else base / row["out"]
+        real = out.resolve()
+        if not a.allow_outside and not real.is_relative_to(root_real):
+            raise ClsvcError(
+                f"{where}: out {row['out']} resolves to {real}, outside the output root {root_real}; "
+                "write inside it, choose another --out-root DIR, or pass --allow-outside"
+            )
+        if real in writers:
+            raise ClsvcError(f"{a.list} lines {writers[real]} and {row['line']}: both write {out}; "
+                             "give every row its own out")
+        writers[real] = row["line"]
+        if out.exists() and not out.is_dir() and not a.force:
+            skipped += 1  # written by an earlier run (atomically, so complete)
+            continue
+        try:
+            _writable_output(out, a.force)
+        except ClsvcError as e:
+            raise ClsvcError(f"{where}: {e}") from None
+        jobs.append((src, targets or None, spk, out, row["line"]))
+    return jobs, skipped
+
+
 # ------------------------------------------------------------------------------- subcommands
 
 
@@ -48,7 +123,7 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
                      seed=a.seed)
     entries = preprocess(a.corpus, a.out, cfg.mel, kind=a.corpus_kind, split=spec, trim_db=a.trim_db,
                          min_frames=a.min_frames, jobs=a.jobs,
-                         speakers=_csv_list(a.speakers) if a.speakers else None,
+                         speakers=_csv_list(a.speakers) if a.speakers else None, merge=a.merge,
                          progress=not a.quiet)
     counts: dict[str, int] = {}
     for e in entries:
@@ -78,8 +153,7 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 def cmd_convert(a: argparse.Namespace) -> None:
     """`clsvc convert`: one source (or a `--list` of rows) into a target voice."""
-    from .audio import save_wav
-    from .inference import iter_pairs, load
+    from .inference import load
 
     if a.list is None:
         if a.source is None or a.out is None:
@@ -88,35 +162,34 @@ def cmd_convert(a: argparse.Namespace) -> None:
             raise ClsvcError("pass --target FILE [FILE ...] or --target-speaker NAME")
         if a.target and a.target_speaker:
             raise ClsvcError("pass either --target or --target-speaker, not both")
-        _writable_output(Path(a.out), a.force)
-    vc = load(a.checkpoint, device=a.device)
-    if a.list is None:
+        if a.out_root is not None or a.allow_outside:
+            raise ClsvcError("--out-root and --allow-outside apply to --list only")
+        out = Path(a.out)
+        _writable_output(out, a.force)
+        vc = load(a.checkpoint, device=_device(a.device))
         wav = vc.convert(a.source, a.target or None, a.target_speaker)
-        save_wav(a.out, wav, vc.sample_rate)
+        _save_wav(out, wav, vc.sample_rate, a.force)
         print(f"wrote {a.out} ({len(wav) / vc.sample_rate:.2f} s)")
         return
-    rows = list(iter_pairs(a.list))
-    base = Path(a.list).parent
-    jobs = []
-    for row in rows:  # validate every row before converting anything
-        where = f"{a.list} line {row['line']}"
-        out = Path(row["out"]) if Path(row["out"]).is_absolute() else base / row["out"]
-        targets = [t for t in row.get("target", "").split(";") if t]
-        targets = [t if Path(t).is_absolute() else str(base / t) for t in targets]
-        spk = row.get("target_speaker") or None
-        if not row.get("source") or not row.get("out") or bool(targets) == bool(spk):
-            raise ClsvcError(f"{where}: needs source, out and exactly one of target / target_speaker")
-        src = row["source"] if Path(row["source"]).is_absolute() else str(base / row["source"])
-        try:
-            _writable_output(out, a.force)
-        except ClsvcError as e:
-            raise ClsvcError(f"{where}: {e}") from None
-        jobs.append((src, targets or None, spk, out))
+    device = _device(a.device)
+    jobs, skipped = _list_jobs(a)  # every row is checked before anything is converted
+    note = f"; skipped {skipped} existing (pass --force to redo them)" if skipped else ""
+    if not jobs:
+        print(f"wrote 0 files{note}")
+        return
+    vc = load(a.checkpoint, device=device)
     from tqdm import tqdm
 
-    for src, targets, spk, out in tqdm(jobs, desc="convert", unit="file", disable=a.quiet):
-        save_wav(out, vc.convert(src, targets, spk), vc.sample_rate)
-    print(f"wrote {len(jobs)} file(s)")
+    done = 0
+    for src, targets, spk, out, line in tqdm(jobs, desc="convert", unit="file", disable=a.quiet):
+        try:
+            wav = vc.convert(src, targets, spk)
+        except ClsvcError as e:
+            kept = f"; the {done} file(s) written before it are kept and a rerun skips them" if done else ""
+            raise ClsvcError(f"{a.list} line {line}: {e}{kept}") from None
+        _save_wav(out, wav, vc.sample_rate, a.force)
+        done += 1
+    print(f"wrote {done} file(s){note}")
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
@@ -129,11 +202,11 @@ def cmd_embed(a: argparse.Namespace) -> None:
     if out.suffix != ".npz":
         raise ClsvcError(f"{out}: embeddings are written as .npz; use a name ending in .npz")
     _writable_output(out, a.force)
-    vc = load(a.checkpoint, device=a.device)
+    vc = load(a.checkpoint, device=_device(a.device))
     embs = np.stack([vc.embed(w) for w in a.wavs])
     mean = embs.mean(0)
     mean = mean / max(float(np.linalg.norm(mean)), 1e-8)
-    with atomic_path(out, suffix=".tmp.npz") as tmp:
+    with atomic_path(out, suffix=".tmp.npz", exclusive=not a.force) as tmp:
         np.savez(tmp, embeddings=embs, files=np.array([str(w) for w in a.wavs]), mean=mean)
     print(f"wrote {out}: {len(embs)} embedding(s) of {embs.shape[1]} dims and their mean")
 
@@ -159,7 +232,8 @@ def cmd_export(a: argparse.Namespace) -> None:
 
     out = Path(a.out)
     _writable_output(out, a.force, flag="OUT")
-    export_model(a.checkpoint, out)
+    with atomic_path(out, suffix=".tmp.pt", exclusive=not a.force) as tmp:
+        export_model(a.checkpoint, tmp)  # save_checkpoint writes straight into this block's temp
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): weights, config and speakers for inference")
 
 
@@ -171,18 +245,20 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     cfg = dataclass_from_namespace(EvalConfig, a)
     if a.export_pairs:
         out = Path(a.export_pairs)
-        _writable_output(out, a.force)
+        _writable_output(out, a.force, flag="--export-pairs")
         protocol = build_protocol(read_manifest(a.data), cfg)
         if not protocol.pairs:
             raise ClsvcError(f"{a.data}: no pairs could be made ({'; '.join(protocol.notes)})")
-        write_pairs(out, protocol.pairs)
+        with atomic_path(out, suffix=".tmp.csv", exclusive=not a.force) as tmp:
+            write_pairs(tmp, protocol.pairs)
         print(f"wrote {out}: {len(protocol.pairs)} pairs; convert each source into the target voice, "
               "write the file named in the `converted` column (relative to the CSV), then run "
               f"`clsvc evaluate --data {a.data} --pairs {out} --out DIR`")
         return
     if a.out is None:
         raise ClsvcError("pass --out DIR (the report folder)")
-    metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=a.device,
+    device = str(_device(a.device))
+    metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=device,
                        force=a.force, progress=not a.quiet, title=a.title)
     for group, kinds in metrics["summary"].items():
         if "/" in group or "converted" not in kinds:
@@ -225,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("preprocess", help="corpus -> mel features + manifest")
     s.add_argument("corpus", nargs="+", help="corpus folder(s): VCTK, LibriSpeech or one folder per speaker")
     s.add_argument("--out", required=True, help="feature folder to write (re-runs skip finished files)")
+    s.add_argument("--merge", action="store_true",
+                   help="add this corpus to an --out folder that already holds features of another corpus "
+                        "(its rows and splits are kept); without it such a folder is refused")
     s.add_argument("--corpus-kind", default="auto", choices=["auto", "vctk", "librispeech", "folders"])
     s.add_argument("--config", default=None, help="config whose mel section to use (default: the paper's)")
     s.add_argument("--unseen", help="comma-separated speakers kept out of training (one-shot tests)")
@@ -258,15 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="output wav")
     s.add_argument("--list", help="CSV with columns source,target,out (target: files joined by ';') "
                                   "or source,target_speaker,out; paths relative to the CSV")
-    s.add_argument("--device", default="cpu")
-    s.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    s.add_argument("--out-root", metavar="DIR",
+                   help="with --list: every output must lie inside DIR (default: the CSV's folder)")
+    s.add_argument("--allow-outside", action="store_true",
+                   help="with --list: allow outputs outside --out-root (../ or absolute paths)")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1 ...")
+    s.add_argument("--force", action="store_true",
+                   help="overwrite existing outputs (a --list rerun otherwise skips rows already written)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("embed", help="speaker embeddings of wav files")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--out", required=True, help=".npz with embeddings (N, dim), files and mean")
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1 ...")
     s.add_argument("--force", action="store_true")
     s.add_argument("wavs", nargs="+")
     s.set_defaults(func=cmd_embed)
@@ -319,18 +403,70 @@ def _version() -> str:
     return __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line and return 2, Ctrl-C returns 130."""
+# OSErrors that mean "the disk cannot take it": a last line of defence for writes that do not
+# go through clsvc.files (whose own errors already name the file).
+_STORAGE_ERRNOS = {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG") if hasattr(errno, n)}
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """clsvc's own notes (e.g. audio normalised to full scale) as one ``clsvc: note:`` line;
+    other libraries' warnings as Python prints them."""
+    if category.__module__.startswith("clsvc"):
+        print(f"clsvc: note: {message}", file=sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
+def _run(argv: list[str] | None) -> int:
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except ClsvcError as e:
         print(f"clsvc: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("clsvc: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        # Ctrl-C, or clsvc.training.TrainingStopped (training stopped on SIGINT/SIGTERM after
+        # saving its last completed step): its message says so; .signum gives 130 / 143.
+        print(f"clsvc: {e}" if str(e) else "clsvc: interrupted", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", 2))
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        where = f"{os.fsdecode(e.filename)}: " if e.filename is not None else ""
+        print(f"clsvc: error: {where}could not write ({e.strerror}); free space or choose another location",
+              file=sys.stderr)
+        return 2
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (captured in-process): nothing to flush
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line and return 2, Ctrl-C returns 130, a closed
+    output pipe (``clsvc info X | head -1``) returns 141 (128 + SIGPIPE) without a message."""
+    try:
+        try:
+            code = _run(argv)
+        except SystemExit:  # --help, --version, usage errors: argparse printed already
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
 
 
 if __name__ == "__main__":

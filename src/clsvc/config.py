@@ -501,13 +501,46 @@ def resolve_config_path(name: str | Path, relative_to: Path | None = None) -> Pa
     )
 
 
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def yaml_error_message(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: ``line L, column C: problem (context)``."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = _one_line(e.problem or e.context or "syntax error")
+        context = f" ({_one_line(e.context)})" if e.context and e.problem else ""
+        return f"{where}{what}{context}"
+    return _one_line(e) or type(e).__name__
+
+
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """The YAML document in ``path`` (None when empty); an unreadable, non-UTF-8 or malformed
+    file is one ClsvcError line naming the file, ``what`` it is and where it breaks."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ClsvcError(f"{what} {path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ClsvcError(
+            f"{what} {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ClsvcError(f"{what} {path}: not valid YAML ({yaml_error_message(e)}); fix the file's syntax") from None
+
+
 def _load_yaml_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ClsvcError(f"config {path}: 'base' chain loops back to itself")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ClsvcError(f"config {path}: not valid YAML ({e}); fix the file's syntax") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ClsvcError(f"config {path}: expected a mapping of sections (mel, model, ...)")
     base = data.pop("base", None)

@@ -33,18 +33,35 @@ def _encoder() -> Any:
 
 
 def embed_wav(wav: np.ndarray | str | Path, sample_rate: int = RATE) -> np.ndarray:
-    """Unit d-vector (256,) of one utterance: a path, or a waveform at ``sample_rate`` Hz."""
+    """Unit d-vector (256,) of one utterance: a path, or a waveform at ``sample_rate`` Hz.
+
+    Files are read with :func:`clsvc.audio.load_wav`, arrays validated with
+    :func:`clsvc.audio.check_waveform` (non-finite samples are an error, a peak above 1.0 is
+    normalised); a d-vector that still comes out non-finite is a ClsvcError, never returned.
+    """
     from resemblyzer import preprocess_wav
+
+    from .audio import check_waveform
 
     if isinstance(wav, (str, Path)):
         from .audio import load_wav
         from .config import MelConfig
 
+        name = str(wav)
         wav, sample_rate = load_wav(wav, MelConfig()), MelConfig().sample_rate
-    w = preprocess_wav(np.asarray(wav, dtype=np.float32), source_sr=sample_rate)
+    else:
+        name = "the given waveform"
+        wav = check_waveform(wav, sample_rate, name)
+    w = preprocess_wav(wav, source_sr=sample_rate)
     if len(w) < RATE // 4:  # its VAD removed nearly everything: fall back to the raw audio
-        w = np.asarray(wav, dtype=np.float32)
-    return np.asarray(_encoder().embed_utterance(w), dtype=np.float32)
+        w = wav
+    emb = np.asarray(_encoder().embed_utterance(w), dtype=np.float32)
+    if not np.all(np.isfinite(emb)):
+        raise ClsvcError(
+            f"{name}: the speaker encoder gave a non-finite d-vector (silent or damaged audio); "
+            "use a recording with speech"
+        )
+    return emb
 
 
 class VectorCache(MutableMapping[str, np.ndarray]):

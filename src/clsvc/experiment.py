@@ -34,8 +34,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .errors import ClsvcError
 
 DONE = "done.json"
@@ -79,7 +77,7 @@ def _expand(value):
 
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and check an experiment file; every mistake names the file and the key."""
-    from .config import BUILTIN_CONFIG_DIR, resolve_config_path
+    from .config import BUILTIN_CONFIG_DIR, read_yaml, resolve_config_path
 
     path = Path(path)
     if not path.is_file():
@@ -88,10 +86,7 @@ def load_experiment(path: str | Path) -> Experiment:
             path = builtin
         else:
             raise ClsvcError(f"{path}: experiment file not found; see configs/experiments/ for examples")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ClsvcError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = read_yaml(path, "experiment") or {}
     raw = _expand(raw)
     known = {"name", "data", "systems", "budget", "eval", "ablation", "split_sizes", "overrides"}
     unknown = set(raw) - known

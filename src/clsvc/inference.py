@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import load_wav, wav_to_mel
+from .audio import check_waveform, load_wav, wav_to_mel
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config
+from .devices import pick_device
 from .errors import ClsvcError
 from .models import NotOneShot, Reference, VCSystem
 from .vocoder import get_vocoder
@@ -39,7 +40,7 @@ class Converter:
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
                  device: str | torch.device = "cpu", vocoder: str = "griffin-lim",
                  chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model"):
-        self.device = torch.device(device)
+        self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
         self.cfg = cfg
         self.mel_cfg = cfg.mel
@@ -79,16 +80,15 @@ class Converter:
         return self.model.voice.one_shot
 
     def reference(self, audio: Audio) -> Reference:
-        """Path or 16 kHz waveform -> a :class:`Reference` (waveform + mel); unreadable or too
-        short audio is an error naming the file."""
+        """Path or 16 kHz waveform -> a :class:`Reference` (waveform + mel); unreadable, non-finite
+        or too short audio is an error naming the file (arrays are validated like files, see
+        :func:`clsvc.audio.check_waveform`: a peak above 1.0 is normalised to 0.99 with a warning)."""
         if isinstance(audio, (str, Path)):
             wav = load_wav(audio, self.mel_cfg)
             name = str(audio)
         else:
-            wav = np.asarray(audio, dtype=np.float32)
             name = "the given waveform"
-            if wav.ndim != 1 or wav.size == 0:
-                raise ClsvcError(f"{name}: expected a non-empty 1-D waveform at {self.sample_rate} Hz")
+            wav = check_waveform(audio, self.sample_rate, name)
         mel = wav_to_mel(wav, self.mel_cfg)
         if len(mel) < MIN_FRAMES:
             sec = MIN_FRAMES * self.mel_cfg.hop_length / self.sample_rate
@@ -206,20 +206,39 @@ def load(checkpoint: str | Path, device: str | torch.device = "cpu", **kw) -> Co
 
 def iter_pairs(path: str | Path) -> Iterator[dict[str, str]]:
     """Rows of a conversion list (CSV with header ``source,target,out``; ``target`` may hold
-    several files separated by ``;`` or be empty when ``target_speaker`` is given)."""
+    several files separated by ``;`` or be empty when ``target_speaker`` is given). The file
+    must be UTF-8 (a leading BOM is allowed); an unreadable, non-UTF-8 or malformed file is one
+    ClsvcError line naming the file and the line."""
     import csv
+    import io
 
     path = Path(path)
     if not path.is_file():
         raise ClsvcError(f"{path}: pair list not found; give a CSV with columns source,target,out")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ClsvcError(f"{path}: pair list cannot be read ({e.strerror}); check its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ClsvcError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save the list as UTF-8 CSV"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict[str, str]] = []
+    try:
         cols = set(reader.fieldnames or [])
         if not {"source", "out"} <= cols or not ({"target", "target_speaker"} & cols):
             raise ClsvcError(
                 f"{path}: needs a header with source, out and target (or target_speaker) columns"
             )
-        for i, row in enumerate(reader, start=2):
-            row = {k: (v or "").strip() for k, v in row.items() if k}
-            row["line"] = str(i)
-            yield row
+        for row in reader:  # cells past the header's columns (key None) are ignored
+            clean = {k: (v or "").strip() for k, v in row.items() if k and isinstance(v, (str, type(None)))}
+            clean["line"] = str(reader.line_num)
+            rows.append(clean)
+    except csv.Error as e:
+        # line_num counts the lines read before the row that failed
+        raise ClsvcError(f"{path} line {reader.line_num + 1}: not valid CSV ({e}); fix that row") from None
+    yield from rows

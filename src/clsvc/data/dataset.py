@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ClsvcError
-from .manifest import Entry, read_manifest
+from .manifest import Entry, features_n_mels, load_feature, read_manifest
 
 
 @dataclass
@@ -34,6 +33,10 @@ class Batch:
 class FeatureSet:
     """Features of the manifest rows whose split is in ``splits``.
 
+    Each file is validated on load (:func:`clsvc.data.manifest.load_feature`): 2-D float with the
+    features' mel bands, the manifest's frame count, finite values in [0, 1]; a bad one is a
+    one-line ClsvcError naming it.
+
     ``speakers`` fixes the speaker -> index map (the training speaker list); rows of other
     speakers get index -1 (usable for embedding, not for classification).
     """
@@ -48,15 +51,10 @@ class FeatureSet:
         self.speakers = list(speakers)
         index = {s: i for i, s in enumerate(self.speakers)}
         self.labels = np.array([index.get(e.speaker, -1) for e in self.entries], dtype=np.int64)
-        self.mels: list[np.ndarray] = []
-        for e in self.entries:
-            path = self.folder / e.feature
-            try:
-                self.mels.append(np.load(path).astype(np.float32))
-            except (OSError, ValueError):
-                raise ClsvcError(
-                    f"{path}: feature file missing or corrupt; re-run `clsvc preprocess` on the corpus"
-                ) from None
+        # Every file is checked as it is loaded (shape, frame count, finite values in [0, 1]):
+        # a bad one would otherwise crash training late or poison the speaker table silently.
+        n_mels = features_n_mels(self.folder)
+        self.mels: list[np.ndarray] = [load_feature(self.folder, e, n_mels) for e in self.entries]
         # Utterance indices per speaker, for speaker-balanced sampling.
         self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
 

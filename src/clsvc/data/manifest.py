@@ -10,7 +10,8 @@ gender      F, M or empty
 utt_id      utterance id, unique per speaker
 split       ``train``, ``val`` (held-out utterances of training speakers) or ``unseen``
 frames      number of mel frames
-feature     path of the ``(frames, n_mels)`` float32 .npy, relative to the folder
+feature     path of the ``(frames, n_mels)`` float32 .npy, relative to the folder (never absolute,
+            never leaving the folder through ``..``)
 source      the audio file the features came from
 transcript  text when the corpus has it, else empty
 =========== ====================================================================
@@ -20,8 +21,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..config import MelConfig, from_dict
 from ..errors import ClsvcError
@@ -29,6 +34,7 @@ from ..files import atomic_path, atomic_write_text
 
 MANIFEST = "manifest.tsv"
 FEATURES_INFO = "features.json"
+DEFAULT_N_MELS = 80  # the mel bands of folders written before features.json recorded them
 
 
 @dataclass
@@ -78,7 +84,75 @@ def read_manifest(folder: str | Path) -> list[Entry]:
                 raise ClsvcError(
                     f"{path}: line {i} is malformed; re-run `clsvc preprocess` to rewrite it"
                 ) from None
+            feature = entries[-1].feature
+            if not is_inside(feature):
+                raise ClsvcError(
+                    f"{path}: line {i} names feature {feature!r}, outside {folder} (a manifest may only "
+                    "name files inside its own folder); re-run `clsvc preprocess` to rewrite it"
+                )
     return entries
+
+
+def is_inside(feature: str) -> bool:
+    """Whether the manifest path ``feature`` names a file inside the folder: relative and not
+    climbing out with ``..``. (A lexical test: a symlink the folder's owner placed inside, e.g.
+    ``feats`` moved to another disk, is theirs to make.)"""
+    if not feature or os.path.isabs(feature) or Path(feature).is_absolute():
+        return False
+    norm = os.path.normpath(feature)
+    return norm != "." and norm != ".." and not norm.startswith(".." + os.sep)
+
+
+def feature_path(folder: str | Path, entry: Entry) -> Path:
+    """The feature file of ``entry`` in ``folder``; a path leaving the folder is a ClsvcError."""
+    if not is_inside(entry.feature):
+        raise ClsvcError(
+            f"{folder}: the row of {entry.speaker}/{entry.utt_id} names feature {entry.feature!r}, outside the "
+            "folder; re-run `clsvc preprocess` to rewrite the manifest"
+        )
+    return Path(folder) / entry.feature
+
+
+def feature_problem(mel: Any, n_mels: int, frames: int | None = None) -> str:
+    """What is wrong with a loaded feature array ("" when nothing): it must be a 2-D float
+    ``(frames, n_mels)`` array of finite values in [0, 1] (the feature scale), with ``frames``
+    rows when given."""
+    if not isinstance(mel, np.ndarray):
+        return "not a single array (.npy)"
+    if not np.issubdtype(mel.dtype, np.floating):
+        return f"holds {mel.dtype} values, not float"
+    if mel.ndim != 2:
+        return f"has shape {mel.shape}, not (frames, {n_mels})"
+    if mel.shape[1] != n_mels:
+        return f"has {mel.shape[1]} mel bands, the features' config has {n_mels}"
+    if mel.shape[0] == 0:
+        return "has no frames"
+    if frames is not None and mel.shape[0] != frames:
+        return f"has {mel.shape[0]} frames, the manifest says {frames}"
+    finite = np.isfinite(mel)
+    if not finite.all():
+        return f"holds {int(mel.size - finite.sum())} NaN/inf value(s)"
+    lo, hi = float(mel.min()), float(mel.max())
+    if lo < 0.0 or hi > 1.0:
+        return f"has values in [{lo:.3g}, {hi:.3g}], outside the feature scale [0, 1]"
+    return ""
+
+
+def load_feature(folder: str | Path, entry: Entry, n_mels: int) -> np.ndarray:
+    """The validated float32 mel ``(frames, n_mels)`` of ``entry``; a missing, unreadable or
+    malformed file (wrong shape or frame count, NaN/inf, values outside [0, 1]) is a one-line
+    ClsvcError naming the file."""
+    path = feature_path(folder, entry)
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ClsvcError(
+            f"{path}: feature file missing or corrupt; re-run `clsvc preprocess` on the corpus"
+        ) from None
+    problem = feature_problem(mel, n_mels, entry.frames)
+    if problem:
+        raise ClsvcError(f"{path}: feature file {problem}; re-run `clsvc preprocess` on the corpus")
+    return mel.astype(np.float32, copy=False)
 
 
 def write_features_info(folder: Path, mel: MelConfig, settings: dict) -> None:
@@ -87,16 +161,47 @@ def write_features_info(folder: Path, mel: MelConfig, settings: dict) -> None:
     atomic_write_text(folder / FEATURES_INFO, json.dumps(info, indent=2) + "\n")
 
 
-def read_features_mel(folder: str | Path) -> MelConfig | None:
-    """The mel definition of a feature folder (None for folders written before it was recorded)."""
+def read_features_info(folder: str | Path) -> dict[str, Any] | None:
+    """The whole ``features.json`` of a feature folder (None when there is none)."""
     path = Path(folder) / FEATURES_INFO
     if not path.is_file():
         return None
     try:
         info = json.loads(path.read_text())
-        return from_dict(MelConfig, info["mel"], str(path))
-    except (json.JSONDecodeError, KeyError):
-        raise ClsvcError(f"{path}: unreadable; delete the folder and re-run `clsvc preprocess`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        info = None
+    if not isinstance(info, dict):
+        raise ClsvcError(f"{path}: unreadable; delete the folder and re-run `clsvc preprocess`")
+    return info
+
+
+def read_features_mel(folder: str | Path) -> MelConfig | None:
+    """The mel definition of a feature folder (None for folders written before it was recorded)."""
+    info = read_features_info(folder)
+    if info is None:
+        return None
+    path = Path(folder) / FEATURES_INFO
+    if not isinstance(info.get("mel"), dict):
+        raise ClsvcError(f"{path}: unreadable; delete the folder and re-run `clsvc preprocess`")
+    return from_dict(MelConfig, info["mel"], str(path))
+
+
+def features_n_mels(folder: str | Path) -> int:
+    """The mel bands of the features in ``folder`` (its recorded config, else the default 80)."""
+    mel = read_features_mel(folder)
+    return mel.n_mels if mel is not None else DEFAULT_N_MELS
+
+
+def recorded_corpora(folder: str | Path) -> list[str] | None:
+    """The (resolved) corpus folders whose features ``folder`` holds, as recorded by
+    :func:`clsvc.data.preprocess` (None for folders written before they were recorded)."""
+    settings = (read_features_info(folder) or {}).get("preprocess")
+    corpora = settings.get("corpus") if isinstance(settings, dict) else None
+    if isinstance(corpora, str):
+        corpora = [corpora]
+    if not isinstance(corpora, list) or not all(isinstance(c, str) for c in corpora):
+        return None
+    return corpora
 
 
 def check_features_mel(folder: str | Path, mel: MelConfig) -> None:

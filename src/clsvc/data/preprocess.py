@@ -8,25 +8,53 @@ resumes where it stopped. Unusable files (corrupt, silent, too short) are skippe
 
 The speaker split is decided here: ``unseen`` speakers are never trained on (one-shot tests);
 of the remaining speakers, some utterances per speaker are held out as ``val``.
+
+Faults: every argument is checked before anything is written. The folder records the corpus
+folders it holds (``features.json``); preprocessing another corpus into it is refused unless
+``merge=True`` (then the rows of both are kept). A corpus given twice, or overlapping folders,
+yield each audio file once. Worker processes die with the parent, even when it is killed with
+SIGKILL (Linux: ``PR_SET_PDEATHSIG``); on SIGINT/SIGTERM the parent stops them, keeps the
+finished feature files (each written atomically) and raises KeyboardInterrupt without writing
+the manifest, so the next run resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
+import math
+import multiprocessing
 import os
 import random
 import re
+import signal
+import sys
+import threading
+from collections.abc import Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..audio import load_wav, trim_silence, wav_to_mel
 from ..config import MelConfig
 from ..errors import ClsvcError
-from ..files import atomic_path
+from ..files import WriteError, atomic_path, write_error
 from .corpora import Utterance, read_corpus
-from .manifest import Entry, check_features_mel, write_features_info, write_manifest
+from .manifest import (
+    MANIFEST,
+    Entry,
+    check_features_mel,
+    feature_problem,
+    read_manifest,
+    recorded_corpora,
+    write_features_info,
+    write_manifest,
+)
 
 
 @dataclass
@@ -43,6 +71,45 @@ class SplitSpec:
     holdout_per_speaker: int = 0
     holdout_regex: str = ""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse values no split can be made with (one-line ClsvcError naming the flag)."""
+        for name, flag in (("num_unseen", "--num-unseen"), ("holdout_per_speaker", "--holdout-per-speaker")):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise ClsvcError(f"{flag} {value!r}: must be a whole number >= 0 (0 = none)")
+        if not _is_int(self.seed):
+            raise ClsvcError(f"--seed {self.seed!r}: must be a whole number")
+        if not isinstance(self.holdout_regex, str):
+            raise ClsvcError(f"--holdout-regex {self.holdout_regex!r}: must be a text pattern")
+        if self.holdout_regex:
+            try:
+                re.compile(self.holdout_regex)
+            except re.error as e:
+                raise ClsvcError(
+                    f"--holdout-regex {self.holdout_regex!r}: not a valid regular expression ({e}); "
+                    r"fix the pattern (Python re syntax, e.g. '_00[1-5]$')"
+                ) from None
+        if isinstance(self.unseen, str) or not all(isinstance(s, str) for s in self.unseen):
+            raise ClsvcError(f"--unseen {self.unseen!r}: must be a list of speaker names")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_settings(jobs: int, trim_db: float, min_frames: int) -> None:
+    """Refuse worker counts and thresholds :func:`preprocess` cannot run with."""
+    if not _is_int(jobs) or jobs < 0:
+        raise ClsvcError(f"--jobs {jobs!r}: must be a whole number >= 0 (0 = all cores)")
+    if not _is_int(min_frames) or min_frames < 1:
+        raise ClsvcError(f"--min-frames {min_frames!r}: must be a whole number >= 1")
+    if isinstance(trim_db, bool) or not isinstance(trim_db, (int, float)) or not math.isfinite(trim_db) \
+            or trim_db < 0:
+        raise ClsvcError(f"--trim-db {trim_db!r}: must be a number >= 0 (0 = no trimming)")
 
 
 def assign_splits(utts: list[Utterance], spec: SplitSpec) -> dict[tuple[str, str], str]:
@@ -91,18 +158,55 @@ def _feature_relpath(u: Utterance) -> str:
 
 
 def _existing_frames(path: Path, n_mels: int) -> int | None:
+    """Frames of a finished, valid feature file (None: missing or bad, so it is made again —
+    the same test :class:`~clsvc.data.FeatureSet` applies, so its "re-run" advice works)."""
     try:
-        arr = np.load(path, mmap_mode="r")
+        arr = np.load(path, allow_pickle=False)
     except Exception:
         return None
-    if arr.ndim == 2 and arr.shape[1] == n_mels and arr.shape[0] > 0:
-        return int(arr.shape[0])
-    return None
+    if feature_problem(arr, n_mels):
+        return None
+    return int(arr.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# worker processes: they die with the parent and never print a traceback when stopped
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_writing: Path | None = None  # the feature file a worker is making (its temporary files go on SIGTERM)
+
+
+def _on_worker_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM in a worker: remove the half-written temporary file of the current feature (named
+    ``.NAME.*`` by :func:`clsvc.files.atomic_path`) and exit at once. Nothing is raised: an
+    exception could be swallowed by a C callback (numba) and leave the worker running."""
+    dst = _writing
+    if dst is not None:
+        for tmp in dst.parent.glob(f".{glob.escape(dst.name)}.*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    os._exit(128 + signum)
+
+
+def _worker_init(parent: int, start_method: str) -> None:
+    """Worker initializer: ignore Ctrl-C (it reaches the whole process group; the parent stops
+    the pool), exit quietly on SIGTERM and, on Linux, get SIGTERM when the parent dies, even by
+    SIGKILL, so no worker is left behind waiting for work."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_worker_sigterm)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    # The parent may have died before the death signal was armed: then it never comes.
+    if start_method in ("fork", "spawn") and os.getppid() != parent:
+        os._exit(1)
 
 
 def _process_one(args: tuple) -> tuple[int, str]:
     """Worker: returns (frames, "") or (0, reason)."""
+    global _writing
     src, dst, mel_cfg, trim_db, min_frames = args
+    _writing = dst
     try:
         wav = load_wav(src, mel_cfg)
         wav = trim_silence(wav, trim_db, mel_cfg)
@@ -113,10 +217,106 @@ def _process_one(args: tuple) -> tuple[int, str]:
         with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
         return int(mel.shape[0]), ""
+    except WriteError:
+        raise  # the output cannot take files (disk full, read-only): stop, it is not this file's fault
     except ClsvcError as e:
         return 0, str(e)
     except Exception as e:  # keep one bad file from stopping a corpus-wide job
+        err = write_error(dst, e)
+        if err is not None:
+            raise err from None
         return 0, f"{src}: {type(e).__name__}: {e}"
+    finally:
+        _writing = None
+
+
+@contextlib.contextmanager
+def _sigterm_raises_interrupt() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into KeyboardInterrupt (once; a second one kills) so a
+    stopped run cleans up like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and terminate the workers now (not after the queue drains)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+
+def _run_pool(args: list[tuple], jobs: int) -> Generator[tuple[int, str], None, None]:
+    """``_process_one`` over ``args`` in ``jobs`` worker processes, results in order."""
+    ctx = multiprocessing.get_context()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(), ctx.get_start_method()))
+    try:
+        yield from pool.map(_process_one, args, chunksize=4)
+    except BrokenProcessPool:
+        _stop_pool(pool)
+        raise ClsvcError(
+            "a preprocessing worker process died (killed, or out of memory?); the finished features "
+            "are kept: re-run the same command to resume (with a smaller --jobs if memory is short)"
+        ) from None
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown()
+
+
+# ----------------------------------------------------------------------------------------------
+# which corpora a feature folder holds
+
+
+def _under(path: str | Path, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root)
+
+
+def _check_owner(out: Path, roots: list[Path], merge: bool) -> tuple[list[str], list[Entry]]:
+    """The corpus folders ``out`` already holds and the manifest rows to keep (those of other
+    corpora, when merging). Features of another corpus are refused unless ``merge``."""
+    have = recorded_corpora(out)
+    ours = [str(r) for r in roots]
+    manifest = out / MANIFEST
+    if have is None:  # written before the corpora were recorded: judge by the manifest's sources
+        try:
+            rows = read_manifest(out) if manifest.is_file() else []
+        except ClsvcError:
+            if merge:
+                raise
+            rows = []  # unreadable: it is rewritten
+        foreign = [str(Path(e.source).resolve().parent) for e in rows if not any(_under(e.source, r) for r in roots)]
+        others = [os.path.commonpath(foreign)] if foreign else []
+        have = ours + others
+    else:
+        others = [c for c in have if c not in ours]
+    if not others:
+        return ours, []
+    if not merge:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise ClsvcError(f"{out}: holds features of {shown}; choose another --out or pass --merge")
+    kept = read_manifest(out) if manifest.is_file() else []
+    return have + [c for c in ours if c not in have], kept
 
 
 def preprocess(
@@ -130,18 +330,37 @@ def preprocess(
     jobs: int = 0,
     speakers: list[str] | None = None,
     progress: bool = True,
+    merge: bool = False,
 ) -> list[Entry]:
     """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
-    ``out``; returns the manifest entries that were written."""
+    ``out``; returns the manifest entries that were written.
+
+    ``jobs``: worker processes (0 = every usable core). ``out`` may already hold features of the
+    same corpus folders (the run resumes); features of other corpora are refused unless
+    ``merge``, which keeps their rows (and their splits) next to this run's. Each audio file is
+    used once, however many times its corpus is given. Everything is checked before anything is
+    written; an interrupted run (SIGINT/SIGTERM: KeyboardInterrupt) keeps its finished feature
+    files and writes no manifest.
+    """
     from tqdm import tqdm
 
     out = Path(out)
     split = split or SplitSpec()
-    corpora = [Path(c) for c in corpus] if isinstance(corpus, (list, tuple)) else [Path(corpus)]
+    split.validate()
+    check_settings(jobs, trim_db, min_frames)
+    given = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+    if not given:
+        raise ClsvcError("no corpus folder given; pass the folder(s) that hold the speakers")
+    corpora = list(dict.fromkeys(Path(c).resolve() for c in given))  # the same folder twice: once
     utts: list[Utterance] = []
     owner: dict[str, Path] = {}
+    seen_src: set[Path] = set()
     for c in corpora:
         for u in read_corpus(c, kind):
+            src = u.path.resolve()
+            if src in seen_src:  # overlapping corpus folders, or a link to a file already listed
+                continue
+            seen_src.add(src)
             if owner.setdefault(u.speaker, c) != c:
                 raise ClsvcError(
                     f"speaker {u.speaker} appears in both {owner[u.speaker]} and {c}; "
@@ -153,43 +372,58 @@ def preprocess(
         if missing:
             raise ClsvcError(f"--speakers: {', '.join(missing)} not found in {', '.join(map(str, corpora))}")
         utts = [u for u in utts if u.speaker in set(speakers)]
+    by_feature: dict[str, Utterance] = {}
+    for u in utts:
+        other = by_feature.setdefault(_feature_relpath(u), u)
+        if other is not u:
+            raise ClsvcError(
+                f"{u.path}: its feature file name {_feature_relpath(u)} is also that of {other.path}; "
+                "rename one of them (speaker and utterance names are kept to letters, digits, '_.-')"
+            )
+    assign_splits(utts, split)  # fail on bad speaker names before any work
+
+    recorded: list[str] = [str(c) for c in corpora]
+    kept: list[Entry] = []
+    if out.is_dir():
+        check_features_mel(out, mel_cfg)
+        recorded, kept = _check_owner(out, corpora, merge)
+        kept = _merge_rows(out, kept, utts, owner)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ClsvcError(f"{out}: cannot create the output folder ({e.strerror}); choose a writable path") from None
     if not os.access(out, os.W_OK):
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
-    check_features_mel(out, mel_cfg)
-    assign_splits(utts, split)  # fail on bad speaker names before any work
-    settings = {"corpus": [str(c.resolve()) for c in corpora], "kind": kind, "trim_db": trim_db,
+    settings = {"corpus": recorded, "kind": kind, "trim_db": trim_db,
                 "min_frames": min_frames, "split": asdict(split)}
     write_features_info(out, mel_cfg, settings)
 
-    todo, frames = [], {}
-    for u in utts:
-        dst = out / _feature_relpath(u)
-        n = _existing_frames(dst, mel_cfg.n_mels) if dst.exists() else None
-        if n is not None:
-            frames[(u.speaker, u.utt_id)] = n
-        else:
-            todo.append(u)
-
     skipped: list[tuple[Utterance, str]] = []
-    jobs = jobs or os.cpu_count() or 1
-    args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames) for u in todo]
-    bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
-               unit="utt", disable=not progress, dynamic_ncols=True)
-    if jobs == 1 or len(todo) < 8:
-        results = map(_process_one, args)
-        for u, (n, reason) in zip(todo, results, strict=True):
-            _collect(u, n, reason, frames, skipped)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for u, (n, reason) in zip(todo, pool.map(_process_one, args, chunksize=4), strict=True):
+    frames: dict[tuple[str, str], int] = {}
+    with _sigterm_raises_interrupt():
+        todo = []
+        for u in utts:
+            dst = out / _feature_relpath(u)
+            n = _existing_frames(dst, mel_cfg.n_mels) if dst.exists() else None
+            if n is not None:
+                frames[(u.speaker, u.utt_id)] = n
+            else:
+                todo.append(u)
+
+        workers = min(jobs or _usable_cores(), len(todo)) or 1
+        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames) for u in todo]
+        bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
+                   unit="utt", disable=not progress, dynamic_ncols=True)
+        pooled = workers > 1 and len(todo) >= 8
+        results = _run_pool(args, workers) if pooled else map(_process_one, args)
+        try:
+            for u, (n, reason) in zip(todo, results, strict=True):
                 _collect(u, n, reason, frames, skipped)
                 bar.update(1)
-    bar.close()
+        finally:
+            bar.close()
+            if isinstance(results, Generator):
+                results.close()  # an interrupt outside the pool's wait stops the workers now, too
 
     usable = [u for u in utts if (u.speaker, u.utt_id) in frames]
     if not usable:
@@ -199,7 +433,7 @@ def preprocess(
         )
     # Split only the usable utterances, so a skipped file never takes a held-out slot.
     splits = assign_splits(usable, split)
-    entries = [
+    entries = kept + [
         Entry(u.speaker, u.gender, u.utt_id, splits[(u.speaker, u.utt_id)],
               frames[(u.speaker, u.utt_id)], _feature_relpath(u), str(u.path), u.transcript)
         for u in usable
@@ -212,6 +446,32 @@ def preprocess(
     elif skip_path.exists():
         skip_path.unlink()
     return entries
+
+
+def _merge_rows(out: Path, rows: list[Entry], utts: list[Utterance], owner: dict[str, Path]) -> list[Entry]:
+    """The rows of ``out`` to keep next to this run's: not of a file this run makes (again), nor
+    of a speaker of this run from the same corpus; a speaker or feature file of both is refused."""
+    made = {u.path.resolve() for u in utts}
+    ours = {u.speaker: owner[u.speaker] for u in utts}
+    features = {_feature_relpath(u) for u in utts}
+    kept = []
+    for e in rows:
+        if Path(e.source).resolve() in made or (e.speaker in ours and _under(e.source, ours[e.speaker])):
+            continue  # made again by this run
+        if e.speaker in ours or e.feature in features:
+            raise ClsvcError(
+                f"{out}: speaker {e.speaker} ({e.source}) is already there, and {ours.get(e.speaker, 'this run')} "
+                "has one of the same name; rename one speaker folder or preprocess into another --out"
+            )
+        kept.append(e)
+    return kept
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _collect(u, n, reason, frames, skipped):

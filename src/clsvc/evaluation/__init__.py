@@ -2,9 +2,11 @@
 
 Scorers (no dependency on the suite):
 
-* :mod:`.similarity` — Resemblyzer speaker embeddings, centroids, cosine (the paper's tool)
+* :mod:`.similarity` — centroids and cosines of Resemblyzer d-vectors (:mod:`clsvc.dvector`)
 * :mod:`.mcd` — mel-cepstral distortion on audio (WORLD + SPTK) and on log-mel features
 * :mod:`.asr` — pocketsphinx transcription, WER / CER with jiwer
+* :mod:`.quality` — DNSMOS P.835 (no reference), wide-band PESQ and STOI (time-aligned reference)
+* :mod:`.pitch` — F0 tracks (WORLD) and F0 error after DTW: log-F0 RMSE in cents, correlation, V/UV
 * :mod:`.probes` — fresh speaker classifiers on frozen C_x / S_x codes
 * :mod:`.tsne` — t-SNE of speaker codes with a silhouette score
 * :mod:`.stats` — means and shares with 95% confidence intervals

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.manifest import Entry
+from ..data.manifest import Entry, features_n_mels, load_feature
 from ..models import VCSystem
 
 NO_CONTENT = "the system has no frame-level content code to probe"
@@ -69,8 +69,9 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
     rng = np.random.default_rng(seed)
     frames, pooled, spk, lab_f, lab_u = [], [], [], [], []
     device = next(model.parameters()).device
+    n_mels = features_n_mels(feats_dir)
     for e in entries:
-        mel = torch.from_numpy(np.load(feats_dir / e.feature)).unsqueeze(0).to(device)
+        mel = torch.from_numpy(load_feature(feats_dir, e, n_mels)).unsqueeze(0).to(device)
         codes = model.codes(mel)
         if codes.content is not None:
             c = codes.content[0].float().cpu().numpy()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import EvalConfig, MelConfig
-from ..data.manifest import Entry
+from ..data.manifest import Entry, features_n_mels, load_feature
 from ..errors import ClsvcError
 from .metrics import CONDITIONS, METRICS, Row
 from .protocol import Pair, Protocol
@@ -48,16 +48,14 @@ class AudioCache:
     def __init__(self, feats_dir: Path, mel_cfg: MelConfig):
         self.dir = feats_dir
         self.mel_cfg = mel_cfg
+        self.n_mels = features_n_mels(feats_dir)
         self._wav: dict[str, np.ndarray] = {}
         self._emb: dict[str, np.ndarray] = {}
 
     def mel(self, e: Entry) -> np.ndarray:
-        """The utterance's stored log-mel (frames, n_mels) in [0, 1] (not cached: read each time)."""
-        path = self.dir / e.feature
-        try:
-            return np.load(path)
-        except (OSError, ValueError):
-            raise ClsvcError(f"{path}: feature file missing or unreadable; re-run `clsvc preprocess`") from None
+        """The utterance's stored log-mel (frames, n_mels) in [0, 1], validated (not cached: read
+        each time)."""
+        return load_feature(self.dir, e, self.n_mels)
 
     def wav(self, e: Entry) -> np.ndarray:
         """The utterance's float32 waveform (samples,) at ``mel_cfg.sample_rate`` Hz."""

@@ -1,6 +1,6 @@
 """Training: state, loop, DDP helpers (checkpoints live in :mod:`clsvc.checkpoint`)."""
 
-from .loop import read_log, train
+from .loop import TrainingStopped, read_log, train
 from .state import TrainState
 
-__all__ = ["TrainState", "read_log", "train"]
+__all__ = ["TrainState", "TrainingStopped", "read_log", "train"]

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..devices import pick_device
+
 
 @dataclass
 class DistInfo:
@@ -34,18 +36,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else is taken as a torch device."""
-    if requested == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(requested)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device(f"cuda:{local_rank}")
-    return dev
-
-
 def setup(requested_device: str = "auto") -> DistInfo:
-    """Join the process group when started by torchrun, and pick this rank's device."""
+    """Join the process group when started by torchrun, and pick this rank's device (an
+    unusable device is a ClsvcError before anything is created)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -2,17 +2,43 @@
 
 ``train()`` is what ``clsvc train`` runs. A run folder holds ``config.yaml`` (the resolved
 config), ``checkpoints/last.pt`` (written every ``train.ckpt_every`` steps and at the end),
-``log.jsonl`` (averaged losses per ``train.log_every`` steps and validation results) and
-``tb/`` (TensorBoard).
+``log.jsonl`` (averaged losses per ``train.log_every`` steps and validation results), ``tb/``
+(TensorBoard) and ``.lock`` (held by the trainer that works in the folder).
+
+Stopping and resuming (``--resume`` continues exactly as if the run had not stopped):
+
+* Everything is checked (config, data, speakers, batch size, the checkpoint to resume) before
+  the run folder is created, so a refused command leaves no folder behind.
+* One trainer per run folder: a second one is refused while the first lives (``flock`` on
+  ``RUN/.lock``; the OS releases it when the process dies, so a killed run never blocks its resume).
+* SIGINT (Ctrl-C) and SIGTERM (``kill``, schedulers) stop training after the step in progress:
+  that step is saved to ``last.pt`` (without the end-of-run validation: the resumed run validates
+  where an uninterrupted one would) and :class:`TrainingStopped` (a ``KeyboardInterrupt``) is
+  raised; its ``signum`` gives the exit status ``128 + signum``. The same signal again (a second
+  or more later; see :class:`StopSignals`) stops at once without saving: ``last.pt`` keeps the
+  last step saved before (every write is atomic, so no file is left half-written).
+* After a stop of any kind (SIGKILL and power loss included) ``--resume`` removes the temporary
+  files a killed write left behind, drops the log rows written after the checkpoint (and hides
+  them in TensorBoard) and continues from it.
+* A checkpoint that cannot be written (disk full) stops training with one line; ``last.pt``
+  keeps the previous step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import numpy as np
@@ -25,11 +51,15 @@ from ..data.dataset import Batch, FeatureSet
 from ..data.manifest import check_features_mel, read_manifest
 from ..dvector import VectorCache
 from ..errors import ClsvcError
+from ..files import atomic_write_text
 from ..models import Reference, VCSystem, build_system
 from . import distributed as dist_utils
-from .state import TrainState, build_optimizers, payload, reset_lrs, restore
+from .state import TrainState, build_optimizers, payload, reset_lrs, restore, rng_state, set_rng_state
 
 LAST = "last.pt"
+LOG = "log.jsonl"
+CONFIG = "config.yaml"
+LOCK = ".lock"  # flock()ed by the live trainer of a run folder
 # Per-utterance vectors that do not change with training (d-vectors), cached beside the features.
 VOICE_CACHE = "voice_vectors.npz"
 # Utterances per speaker a voice part sees before training (AutoVC trains on their mean d-vector).
@@ -131,21 +161,90 @@ def speaker_table(model: VCSystem, data: FeatureSet, per_speaker: int, mel_cfg: 
 
 
 # ----------------------------------------------------------------------------------------------
-# the run
+# stopping on signals
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training ended early on signal ``signum`` (SIGINT: Ctrl-C, SIGTERM: ``kill`` or a job
+    scheduler). A ``KeyboardInterrupt``, so whatever handles Ctrl-C handles it too; the message
+    says what was saved and how to continue; the CLI exits with ``128 + signum``."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = int(signum)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handlers for the duration of a ``with`` block (the previous handlers come
+    back after it). The first signal only records itself in :attr:`signum`: the training loop
+    looks at it between steps, saves the last completed step and stops. The same signal again,
+    :attr:`repeat_s` seconds or more after the first, raises :class:`TrainingStopped` at once,
+    wherever the program is (nothing more is saved; files being written are atomic, so they stay
+    whole). Sooner it is the same request delivered twice (a terminal's Ctrl-C reaches torchrun's
+    workers both directly and forwarded by torchrun; a scheduler signals every process of a job)
+    and is ignored. Installed from the main thread only (Python delivers signals there); a signal
+    the process ignores (``SIG_IGN``, e.g. a background job's SIGINT) stays ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    repeat_s = 1.0
+
+    def __init__(self, last: Path):
+        self.last = last
+        self.signum = 0  # the first signal received, 0 while none
+        self._first: dict[int, float] = {}  # signal -> when it first came (time.monotonic)
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                old = signal.getsignal(s)
+                if old == signal.SIG_IGN:
+                    continue
+                self._old[s] = signal.SIG_DFL if old is None else old
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if signum not in self._first:
+            self._first[signum] = now
+            self.signum = self.signum or signum
+        elif now - self._first[signum] >= self.repeat_s:
+            raise TrainingStopped(
+                signum, f"second {_signal_name(signum)}: stopped at once without saving the step in progress; "
+                f"{self.last} holds the last step saved before it (if any): continue with --resume")
+
+
+# ----------------------------------------------------------------------------------------------
+# the run folder
 
 
 class RunLogger:
-    """Rank-0 logging to TensorBoard and ``log.jsonl``; every other rank gets a no-op."""
+    """Rank-0 logging to TensorBoard and ``log.jsonl``; every other rank gets a no-op.
+    ``purge_step``: a resumed run's first step (TensorBoard hides the killed run's later events)."""
 
-    def __init__(self, run: Path, enabled: bool):
+    def __init__(self, run: Path, enabled: bool, purge_step: int | None = None):
         self.enabled = enabled
+        self.run = run
         self.tb: Any = None  # a SummaryWriter on rank 0
         self.jsonl: IO[str] | None = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run / "tb"))
-            self.jsonl = (run / "log.jsonl").open("a")
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=purge_step)
+            self.jsonl = (run / LOG).open("a")
 
     def log(self, kind: str, step: int, values: dict[str, float]) -> None:
         """One row of ``kind`` (train/val) at ``step``: TensorBoard scalars and a JSON line."""
@@ -153,14 +252,20 @@ class RunLogger:
             return
         for k, v in values.items():
             self.tb.add_scalar(f"{kind}/{k}", v, step)
-        self.jsonl.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-        self.jsonl.flush()
+        try:
+            self.jsonl.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+            self.jsonl.flush()
+        except OSError as e:
+            raise ClsvcError(f"{self.run / LOG}: could not write ({e.strerror or e}); free space and "
+                             "continue with --resume") from None
 
     def close(self) -> None:
         """Flush and close TensorBoard and the JSON log."""
         if self.tb is not None and self.jsonl is not None:
             self.tb.close()
-            self.jsonl.close()
+            with contextlib.suppress(OSError):
+                self.jsonl.close()
+            self.tb = self.jsonl = None
 
 
 def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
@@ -178,27 +283,11 @@ def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
             )
 
 
-def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = False,
-          device: str = "auto", progress: bool = True,
-          on_log: Callable[[str, int, dict[str, float]], None] | None = None,
-          overrides: list[str] | None = None) -> Path:
-    """Train ClsVC on the preprocessed features in ``data``; returns the last checkpoint path.
-
-    With ``resume``, training continues from ``run/checkpoints/last.pt`` exactly where it
-    stopped (same batches, same RNG); ``cfg`` may then be None (use the run's config) or differ
-    only in the ``train``/``optim`` sections (e.g. a larger ``train.max_steps``); ``overrides``
-    are applied to the run's config when ``cfg`` is None.
-    """
-    run = Path(run)
-    info = dist_utils.setup(device)
-    try:
-        return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [])
-    finally:
-        dist_utils.teardown()
-
-
-def _prepare_run_dir(run: Path, resume: bool) -> Path:
+def _check_run_dir(run: Path, resume: bool) -> None:
+    """What can be refused about the run folder without writing anything."""
     last = run / "checkpoints" / LAST
+    if run.exists() and not run.is_dir():
+        raise ClsvcError(f"{run}: is a file, not a folder; choose another --out")
     if not resume and last.exists():
         raise ClsvcError(
             f"{run}: already holds a trained run ({last}); pass --resume to continue it or "
@@ -206,6 +295,46 @@ def _prepare_run_dir(run: Path, resume: bool) -> Path:
         )
     if resume and not last.exists():
         raise ClsvcError(f"{run}: nothing to resume (no checkpoints/{LAST}); drop --resume to start")
+    parent = run
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        what = "folder is not writable" if parent == run else f"cannot create the run folder ({parent} is not writable)"
+        raise ClsvcError(f"{run}: {what}; choose another --out")
+
+
+def lock_run(run: Path) -> IO[str]:
+    """Hold ``run/.lock`` (an exclusive ``flock``) until the returned file is closed or the
+    process ends; a ClsvcError when another live process holds it. File systems without
+    locks (or a platform without ``fcntl``) get the file unlocked."""
+    try:
+        f = (run / LOCK).open("a+")
+    except OSError as e:
+        raise ClsvcError(f"{run}: cannot write in the run folder ({e.strerror}); choose a writable --out") from None
+    try:
+        import fcntl
+    except ImportError:
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        pid = f" (process {holder})" if holder.isdigit() else ""
+        raise ClsvcError(
+            f"{run}: another trainer is running on this run folder{pid}; wait for it to finish or "
+            "stop it (Ctrl-C / kill) before --resume, or choose another --out"
+        ) from None
+    except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP): go on unlocked
+        return f
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def _make_run_dir(run: Path) -> None:
     try:
         (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -216,17 +345,151 @@ def _prepare_run_dir(run: Path, resume: bool) -> Path:
         probe.unlink()
     except OSError:
         raise ClsvcError(f"{run}: folder is not writable; choose another --out") from None
-    return last
+
+
+def remove_orphans(run: Path) -> list[Path]:
+    """Delete the temporary files that writes killed part-way left in ``run`` (checkpoints,
+    config, log); returns them. Only safe while holding the run's lock."""
+    found = [*(run / "checkpoints").glob(".*.tmp*"), *run.glob(".*.tmp*"), *run.glob(f".{CONFIG}.*"),
+             run / ".write-test"]
+    removed = []
+    for p in dict.fromkeys(found):
+        if p.is_file() and not p.is_symlink():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, row)`` of each whole JSON object line of ``path`` (a line cut short by a kill is skipped)."""
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append((line, row))
+    return rows
+
+
+def trim_log(run: Path, step: int) -> int:
+    """Keep the rows of ``run/log.jsonl`` up to ``step`` (the checkpoint a run resumes from): the
+    rows a stopped or killed run wrote after it are done again by the resumed run. Rewritten
+    atomically; returns the step of the last validation row kept (-1: none)."""
+    path = run / LOG
+    if not path.is_file():
+        return -1
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    keep = [(line, row) for line, row in _read_rows(path) if row["step"] <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line, _ in keep))
+    return max((row["step"] for _, row in keep if row.get("kind") == "val"), default=-1)
+
+
+def _write_failure(run: Path, name: str, step: int, on_disk: int, e: BaseException) -> ClsvcError:
+    """The one line for checkpoint ``name`` that could not be written (disk full, quota, ...)."""
+    m = re.search(r"could not write \(([^)]*)\)", str(e))  # clsvc.files' own diagnosis
+    if isinstance(e, OSError) and e.strerror:
+        why = e.strerror
+    elif m is not None:
+        why = m.group(1)
+    elif _free_bytes(run) < 1 << 20:
+        why = os.strerror(errno.ENOSPC)
+    else:
+        why = f"the file system refused the write: {(str(e).splitlines() or [type(e).__name__])[0][:80]}"
+    then = (f"continue with --resume (checkpoints/{LAST} still holds step {on_disk})" if on_disk >= 0
+            else "start again (no checkpoint was saved yet)")
+    return ClsvcError(f"{run}: could not save checkpoints/{name} at step {step} ({why}); "
+                      f"free space on that disk, then {then}")
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
+
+
+def _is_write_failure(e: BaseException) -> bool:
+    """A failure to write a checkpoint file: OSError, clsvc.files' one line, or torch's writer
+    (a RuntimeError from its C++ zip writer, which hides the errno)."""
+    if isinstance(e, (OSError, ClsvcError)):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text)
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = False,
+          device: str = "auto", progress: bool = True,
+          on_log: Callable[[str, int, dict[str, float]], None] | None = None,
+          overrides: list[str] | None = None) -> Path:
+    """Train ClsVC on the preprocessed features in ``data``; returns the last checkpoint path.
+
+    With ``resume``, training continues from ``run/checkpoints/last.pt`` exactly where it
+    stopped (same batches, same RNG, same log); ``cfg`` may then be None (use the run's config)
+    or differ only in the ``train``/``optim`` sections (e.g. a larger ``train.max_steps``);
+    ``overrides`` are applied to the run's config when ``cfg`` is None.
+
+    SIGINT and SIGTERM stop training after the step in progress, which is saved; then
+    :class:`TrainingStopped` (a ``KeyboardInterrupt``) is raised (see the module docstring).
+    """
+    run = Path(run)
+    info = dist_utils.setup(device)
+    try:
+        with StopSignals(run / "checkpoints" / LAST) as stop:
+            return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop)
+    finally:
+        dist_utils.teardown()
 
 
 def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
-           progress: bool, on_log, overrides: list[str]) -> Path:
-    from tqdm import tqdm
+           progress: bool, on_log, overrides: list[str], stop: StopSignals) -> Path:
+    with contextlib.ExitStack() as cleanup:
+        lock: IO[str] | None = None
+        if info.is_main and run.is_dir():  # refuse a second trainer before any work
+            lock = cleanup.enter_context(lock_run(run))
+        if info.is_main:
+            _check_run_dir(run, resume)
+        setup = _setup(cfg, data, run, resume, info, overrides)
+        if info.is_main:  # everything checked: now the run folder is made
+            _make_run_dir(run)
+            if lock is None:
+                lock = cleanup.enter_context(lock_run(run))
+            remove_orphans(run)
+            setup.last_val = trim_log(run, setup.state.step) if resume else -1
+            try:
+                atomic_write_text(run / CONFIG, yaml.safe_dump(setup.state.cfg.to_dict(), sort_keys=False))
+            except OSError as e:
+                raise ClsvcError(f"{run / CONFIG}: could not write ({e.strerror or e}); free space or "
+                                 "choose another --out") from None
+        dist_utils.barrier(info)
+        logger = RunLogger(run, info.is_main, purge_step=setup.state.step + 1 if resume else None)
+        cleanup.callback(logger.close)
+        return _loop(setup, run, info, progress, on_log, stop, logger)
+    raise AssertionError("unreachable")  # for mypy: ExitStack may swallow exceptions
 
+
+class _Setup:
+    """What :func:`_setup` made: the state to train, the data and the voice-vector cache."""
+
+    def __init__(self, state: TrainState, train_set: FeatureSet, val_set: FeatureSet, voice_cache: VectorCache,
+                 local_bs: int):
+        self.state, self.train_set, self.val_set = state, train_set, val_set
+        self.voice_cache, self.local_bs = voice_cache, local_bs
+        self.last_val = -1  # step of the last validation row in the log
+
+
+def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
+           overrides: list[str]) -> _Setup:
+    """Check the config, data and checkpoint and build the training state (nothing is written
+    to the run folder)."""
     last = run / "checkpoints" / LAST
-    if info.is_main:
-        _prepare_run_dir(run, resume)
-    dist_utils.barrier(info)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(last, map_location="cpu")
@@ -239,6 +502,12 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         _check_resume_config(cfg, ckpt_cfg, last)
     if cfg is None:
         raise ClsvcError("no config given; pass --config (e.g. --config cpu)")
+    ws = info.world_size
+    if cfg.train.batch_size % ws:
+        raise ClsvcError(
+            f"train.batch_size {cfg.train.batch_size} is not divisible by the {ws} processes; "
+            "pick a multiple of the process count"
+        )
 
     check_features_mel(data, cfg.mel)
     entries = read_manifest(data)
@@ -258,13 +527,6 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    ws = info.world_size
-    if cfg.train.batch_size % ws:
-        raise ClsvcError(
-            f"train.batch_size {cfg.train.batch_size} is not divisible by the {ws} processes; "
-            "pick a multiple of the process count"
-        )
-    local_bs = cfg.train.batch_size // ws
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = build_system(cfg).to(info.device)
@@ -289,27 +551,54 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         restore(state, ckpt, info.rank)
         state.cfg = cfg  # keep the (possibly extended) train/optim settings of this command
         reset_lrs(state)
+    return _Setup(state, train_set, val_set, voice_cache, cfg.train.batch_size // ws)
 
-    if info.is_main:
-        (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    logger = RunLogger(run, info.is_main)
-    val_batches = (val_set.fixed_batches(cfg.train.val_batches, cfg.train.batch_size,
-                                         cfg.train.crop_frames, cfg.train.pad_value)
-                   if len(val_set) else [])
 
-    saved = {"step": -1}
+def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, on_log,
+          stop: StopSignals, logger: RunLogger) -> Path:
+    from tqdm import tqdm
+
+    state, train_set, cfg = setup.state, setup.train_set, setup.state.cfg
+    model = state.model
+    last = run / "checkpoints" / LAST
+    t = cfg.train
+    val_batches = (setup.val_set.fixed_batches(t.val_batches, t.batch_size, t.crop_frames, t.pad_value)
+                   if len(setup.val_set) else [])
+    # Step of the last save of last.pt by this command, and the step last.pt holds on disk.
+    saved = {"step": -1, "disk": state.step if last.exists() else -1}
 
     def save(path: Path) -> None:
+        """Write the state to ``path`` (every rank takes part). Saving changes nothing of the run
+        (the RNG is put back after the speaker table), so a run saved at any step continues as one
+        that was not. A write that fails (disk full) is one ClsvcError line on every rank."""
         if path == last and saved["step"] == state.step:
             return
-        saved["step"] = state.step if path == last else saved["step"]
         gens = dist_utils.gather_objects(state.data_gen.get_state(), info)
+        error: ClsvcError | None = None
         if info.is_main:
-            state.speaker_table = speaker_table(model, train_set, cfg.train.table_utterances, cfg.mel,
-                                                cache=voice_cache)
-            save_checkpoint(path, payload(state, gens if info.enabled else None))
+            rng = rng_state(state.data_gen)
+            state.speaker_table = speaker_table(model, train_set, t.table_utterances, cfg.mel,
+                                                cache=setup.voice_cache)
+            set_rng_state(rng, state.data_gen)
+            try:
+                save_checkpoint(path, payload(state, gens if info.enabled else None))
+            except Exception as e:
+                if not _is_write_failure(e):
+                    raise
+                error = _write_failure(run, path.name, state.step, saved["disk"], e)
+        if dist_utils.any_true(error is not None, info):
+            raise error or ClsvcError(f"{run}: rank 0 could not save a checkpoint (its message says why); "
+                                      "free space and continue with --resume")
+        if path == last:
+            saved["step"] = saved["disk"] = state.step
 
-    t = cfg.train
+    def log_val() -> None:
+        vals = validate(state, val_batches, info.device)
+        logger.log("val", state.step, vals)
+        setup.last_val = state.step
+        if on_log is not None:
+            on_log("val", state.step, vals)
+
     # A wall-clock budget ends training long before max_steps: the bar then counts seconds of
     # the budget (the step is in the postfix) so its ETA is true.
     by_time = t.max_minutes > 0
@@ -317,63 +606,56 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
                initial=int(state.elapsed) if by_time else state.step, desc="train",
                unit="s" if by_time else "step", disable=not (progress and info.is_main),
                dynamic_ncols=True)
-    window: dict[str, float] = {}
-    n_window = 0
     start = time.monotonic() - state.elapsed
-    interrupted = False
     try:
+        # Stop requests and the time budget are looked at between steps, by every rank together.
         while state.step < t.max_steps:
-            batch = train_set.sample(local_bs, t.crop_frames, state.data_gen, t.sampling, t.pad_value)
+            over_time = by_time and state.elapsed >= t.max_minutes * 60
+            if dist_utils.any_true(over_time or stop.signum != 0, info):
+                break
+            batch = train_set.sample(setup.local_bs, t.crop_frames, state.data_gen, t.sampling, t.pad_value)
             terms = train_step(state, batch, info.device)
             state.elapsed = time.monotonic() - start
-            for k, v in terms.items():
-                window[k] = window.get(k, 0.0) + v
-            n_window += 1
+            state.add_to_log(terms)
             bar.update(min(int(state.elapsed), bar.total) - bar.n if by_time else 1)
             if state.step % t.log_every == 0 or state.step == t.max_steps:
-                avg = {k: v / n_window for k, v in window.items()}
+                avg = state.take_log_row()
                 avg["minutes"] = state.elapsed / 60
                 logger.log("train", state.step, avg)
                 if on_log is not None and info.is_main:
                     on_log("train", state.step, avg)
                 shown = {k: f"{avg[k]:.4f}" if k == "recon" else f"{avg[k]:.2f}" for k in SHOWN if k in avg}
                 bar.set_postfix(step=state.step, **dict(list(shown.items())[:4]))
-                window, n_window = {}, 0
             if val_batches and info.is_main and state.step % t.val_every == 0:
-                vals = validate(state, val_batches, info.device)
-                logger.log("val", state.step, vals)
-                if on_log is not None:
-                    on_log("val", state.step, vals)
+                log_val()
             if state.step % t.ckpt_every == 0:
                 save(last)
-                if t.keep_every and state.step % t.keep_every == 0 and info.is_main:
-                    save_checkpoint(run / "checkpoints" / f"step_{state.step:07d}.pt", payload(state))
-            over_time = t.max_minutes > 0 and state.elapsed >= t.max_minutes * 60
-            if dist_utils.any_true(over_time, info):
-                break
-    except KeyboardInterrupt:
-        interrupted = True
+            if t.keep_every and state.step % t.keep_every == 0:
+                save(run / "checkpoints" / f"step_{state.step:07d}.pt")
     finally:
         bar.close()
-    save(last)  # also on Ctrl-C: nothing learned is lost, `--resume` continues from here
-    if val_batches and info.is_main:
-        vals = validate(state, val_batches, info.device)
-        logger.log("val", state.step, vals)
-        if on_log is not None:
-            on_log("val", state.step, vals)
-    logger.close()
-    if interrupted:
-        raise KeyboardInterrupt
+    # Why the loop ended early (every rank asks, together): a signal, or the time budget.
+    signum = max(dist_utils.gather_objects(stop.signum, info)) if state.step < t.max_steps else 0
+    if signum and info.is_main and progress:
+        print(f"clsvc: {_signal_name(signum)}: saving step {state.step} and stopping (send it again to stop "
+              "at once without saving)", file=sys.stderr, flush=True)
+    save(last)  # the last completed step; nothing of a step in progress
+    if signum:
+        raise TrainingStopped(signum, f"{_signal_name(signum)}: stopped at step {state.step}, saved in {last}; "
+                                      "continue with --resume")
+    if val_batches and info.is_main and setup.last_val != state.step:  # once per step
+        log_val()
     return last
 
 
 def read_log(run: str | Path, kind: str = "train") -> list[dict[str, Any]]:
-    """Rows of ``log.jsonl`` of the given kind (``train`` or ``val``)."""
-    path = Path(run) / "log.jsonl"
+    """Rows of ``log.jsonl`` of the given kind (``train`` or ``val``); a line cut short by a
+    killed run is skipped."""
+    path = Path(run) / LOG
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("kind") == kind]
+    return [row for _, row in _read_rows(path) if row.get("kind") == kind]
 
 
-__all__ = ["train", "train_step", "validate", "speaker_table", "read_log", "LAST"]
+__all__ = ["train", "train_step", "validate", "speaker_table", "read_log", "LAST", "TrainingStopped",
+           "StopSignals", "lock_run", "remove_orphans", "trim_log"]

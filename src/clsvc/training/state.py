@@ -4,7 +4,7 @@ states that make a resumed run draw exactly what an uninterrupted one would."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,22 @@ class TrainState:
     step: int = 0
     elapsed: float = 0.0  # seconds of training so far, across resumes
     speaker_table: torch.Tensor | None = None  # (K, s) unit-norm training-speaker vectors
+    # Loss terms summed over the steps since the last logged row (the next row is their mean):
+    # saved with the rest, so a run resumed between two rows logs what an uninterrupted one does.
+    log_sums: dict[str, float] = field(default_factory=dict)
+    log_count: int = 0
+
+    def add_to_log(self, terms: dict[str, float]) -> None:
+        """Count one step's loss terms towards the next logged row."""
+        for k, v in terms.items():
+            self.log_sums[k] = self.log_sums.get(k, 0.0) + v
+        self.log_count += 1
+
+    def take_log_row(self) -> dict[str, float]:
+        """The mean of the terms since the last row (and start a new window)."""
+        row = {k: v / max(1, self.log_count) for k, v in self.log_sums.items()}
+        self.log_sums, self.log_count = {}, 0
+        return row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,6 +129,7 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "step": state.step,
         "elapsed": state.elapsed,
+        "log_window": {"sums": dict(state.log_sums), "count": state.log_count},
         "rng": rng,
     }
 
@@ -127,6 +144,9 @@ def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
     state.step = int(ckpt["step"])
     state.elapsed = float(ckpt.get("elapsed", 0.0))
     state.speaker_table = ckpt.get("speaker_table")
+    window = ckpt.get("log_window") or {}  # absent from checkpoints of older versions
+    state.log_sums = {str(k): float(v) for k, v in window.get("sums", {}).items()}
+    state.log_count = int(window.get("count", 0))
     rng = dict(ckpt["rng"])
     per_rank = rng.get("data_per_rank")
     if per_rank is not None and rank < len(per_rank):

@@ -1,0 +1,217 @@
+"""The Vocos vocoder: generator shapes and chunking, the torch mel against clsvc.audio, the
+discriminators, and the two-phase GAN system's contract (idle phases, no D gradients from G's
+loss, exportable generator). Tiny sizes throughout, so it runs in seconds on a busy CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from clsvc.audio import wav_to_mel
+from clsvc.config import MelConfig
+from clsvc.vocoder.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from clsvc.vocoder.losses import MelLoss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss
+from clsvc.vocoder.system import VocoderConfig, VocoderSystem
+from clsvc.vocoder.vocos import VocosGenerator
+
+from helpers import synth_utterance
+
+HOP = 256
+
+
+def tiny_cfg(**kw) -> VocoderConfig:
+    """A vocoder of a few thousand weights; ``kw`` overrides VocoderConfig fields."""
+    cfg = VocoderConfig(dim=16, intermediate=32, layers=2, mpd_periods=(2, 3), mpd_channels=(4, 8, 8),
+                        mrd_resolutions=((512, 128, 512), (256, 64, 256)), mrd_channels=4, warmup_steps=0)
+    return dataclasses.replace(cfg, **kw)
+
+
+def batch(t: int = 16, b: int = 2, seed: int = 0):
+    """(mel (B, T, 80), lengths (B,), speaker (B,), wav (B, T * hop)) from speech-like toys."""
+    cfg = MelConfig()
+    wavs = [synth_utterance(110.0 + 40 * i, 1.0 + 0.2 * i, seed=seed + i, seconds=t * HOP / 16000 + 0.1)
+            for i in range(b)]
+    wav = np.stack([w[: t * HOP] for w in wavs]).astype(np.float32)
+    mel = np.stack([wav_to_mel(w, cfg)[:t] for w in wav])
+    return (torch.from_numpy(mel), torch.full((b,), t), torch.zeros(b, dtype=torch.long), torch.from_numpy(wav))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("t", [1, 2, 7, 33])
+def test_generator_gives_exactly_t_times_hop_samples(t):
+    g = VocosGenerator(dim=16, intermediate=32, layers=2)
+    wav = g(torch.rand(3, t, 80))
+    assert wav.shape == (3, t * HOP) and wav.dtype == torch.float32
+    assert torch.isfinite(wav).all()
+    assert g.vocode(np.random.rand(t, 80).astype(np.float32)).shape == (t * HOP,)
+    assert g.vocode(np.zeros((0, 80), np.float32)).shape == (0,)
+
+
+def test_default_generator_size():
+    g = VocosGenerator()
+    n = sum(p.numel() for p in g.parameters())
+    assert 7_000_000 < n < 8_500_000, n
+    assert g.receptive_field == 3 * 9 + 2
+
+
+def test_chunked_vocoding_matches_whole_input():
+    g = VocosGenerator(dim=16, intermediate=32, layers=3).eval()
+    mel = np.random.default_rng(0).random((700, 80), dtype=np.float32)
+    whole = g(torch.from_numpy(mel)[None])[0].detach().numpy()
+    chunked = g.vocode(mel, chunk=128, fade=16)
+    assert chunked.shape == whole.shape == (700 * HOP,) and chunked.dtype == np.float32
+    # Several windows and seams; the overlap exceeds the receptive field, so only rounding differs.
+    assert np.abs(chunked - whole).max() < 1e-4 * max(1.0, np.abs(whole).max())
+    # Without context the seams show: the test above can fail.
+    seams = g.vocode(mel, chunk=128, fade=16, context=0)
+    assert np.abs(seams - whole).max() > 1e-3 * np.abs(whole).max()
+
+
+def test_torch_mel_matches_wav_to_mel():
+    wav = synth_utterance(140.0, 1.0, seed=3, seconds=1.0).astype(np.float32)
+    # Without the high-pass the two are the same computation: equal up to float rounding.
+    cfg = dataclasses.replace(MelConfig(), highpass_hz=0.0)
+    got = MelLoss(cfg).mel(torch.from_numpy(wav)[None])[0].numpy()
+    ref = wav_to_mel(wav, cfg)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-4
+    # With clsvc's default 30 Hz high-pass (which MelLoss skips) only the clip edges, where
+    # filtfilt's transients live, differ by more than 1e-3.
+    cfg = MelConfig()
+    got = MelLoss(cfg).mel(torch.from_numpy(wav)[None])[0].numpy()
+    assert np.abs(got - wav_to_mel(wav, cfg))[4:-4].max() < 1e-3
+
+
+def test_mel_and_stft_losses_ignore_padding():
+    mel, lengths, _, wav = batch(t=16)
+    valid = torch.tensor([16 * HOP, 8 * HOP])
+    noisy = wav.clone()
+    noisy[1, 8 * HOP:] = torch.randn(8 * HOP)  # garbage in row 1's padding only
+    keep = (torch.arange(wav.shape[1])[None] < valid[:, None]).float()
+    ml, stft = MelLoss(MelConfig()), MultiResolutionSTFTLoss()
+    assert float(ml(noisy * keep, wav * keep, valid)) == 0.0
+    assert all(float(x) < 1e-6 for x in stft(noisy * keep, wav * keep, valid))
+    assert float(ml(noisy, wav)) > 0.01
+
+
+def test_discriminator_outputs():
+    wav = torch.randn(3, 4096)
+    mpd = MultiPeriodDiscriminator(periods=(2, 3, 5), channels=(4, 8, 8))
+    logits, feats = mpd(wav)
+    assert len(logits) == len(feats) == 3
+    assert all(x.shape[0] == 3 and x.dim() == 2 for x in logits)
+    assert all(len(f) == 4 for f in feats)  # three convs + the output conv
+    assert feats[1][0].shape[-1] == 3  # the period-3 fold
+    mrd = MultiResolutionDiscriminator(resolutions=((512, 128, 512), (256, 64, 256)), channels=4)
+    logits, feats = mrd(wav)
+    assert len(logits) == len(feats) == 2
+    assert all(x.shape[0] == 3 and x.dim() == 2 for x in logits)
+    assert feats[0][0].shape == (3, 4, 257, 4096 // 128 + 1)
+    total, real, fake = discriminator_loss(logits, logits)
+    assert torch.allclose(total, real + fake)
+    assert float(feature_matching_loss(feats, feats).detach()) == 0.0
+
+
+def _steps(system: VocoderSystem, phase: str, n: int, lr: float) -> list[float]:
+    mel, lengths, speaker, wav = batch()
+    opt = torch.optim.Adam([p for g in system.param_groups(phase) for p in g["params"]], lr=lr)
+    losses = []
+    for _ in range(n):
+        loss, _ = system(mel, lengths, speaker, phase, wav=wav)
+        assert loss is not None
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_gen_phase_lowers_the_generator_loss_and_gives_d_no_gradients():
+    system = VocoderSystem(tiny_cfg())
+    mel, lengths, speaker, wav = batch()
+    loss, terms = system(mel, lengths, speaker, "gen", wav=wav)
+    assert loss is not None and {"mel", "stft_sc", "stft_mag", "g_adv", "fm", "total"} <= set(terms)
+    loss.backward()
+    assert all(p.grad is None for p in system.mpd.parameters())
+    assert all(p.grad is None for p in system.mrd.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in system.generator.parameters())
+    losses = _steps(system, "gen", 6, lr=3e-3)
+    assert losses[-1] < losses[0], losses
+    assert int(system.steps) == 7  # one per training-mode gen step
+
+
+def test_disc_phase_lowers_the_discriminator_loss():
+    system = VocoderSystem(tiny_cfg())
+    losses = _steps(system, "disc", 6, lr=3e-3)
+    assert losses[-1] < losses[0], losses
+    assert int(system.steps) == 0  # only generator steps count
+    assert all(p.grad is None for p in system.generator.parameters())
+
+
+def test_disc_phase_is_idle_during_warmup_and_between_updates():
+    system = VocoderSystem(tiny_cfg(warmup_steps=3, disc_every=2))
+    mel, lengths, speaker, wav = batch(t=8)
+    assert system(mel, lengths, speaker, "disc", wav=wav) == (None, {})
+    assert not system.phase_active("disc") and system.phase_active("gen")
+    _, terms = system(mel, lengths, speaker, "gen", wav=wav)
+    assert "g_adv" not in terms  # reconstruction only during the warm-up
+    system.steps.fill_(3)  # warm-up over, but 3 % 2 != 0
+    assert system(mel, lengths, speaker, "disc", wav=wav)[0] is None
+    system.eval()  # validation reports D's losses whenever the warm-up is over
+    assert system(mel, lengths, speaker, "disc", wav=wav)[0] is not None
+    system.train()
+    system.steps.fill_(4)
+    loss, terms = system(mel, lengths, speaker, "disc", wav=wav)
+    assert loss is not None and "d_loss" in terms
+    _, terms = system(mel, lengths, speaker, "gen", wav=wav)
+    assert "g_adv" in terms and int(system.steps) == 5
+
+
+def test_padding_is_ignored_by_the_generator_loss():
+    system = VocoderSystem(tiny_cfg()).eval()
+    mel, _, speaker, wav = batch(t=16)
+    lengths = torch.tensor([16, 9])
+    noisy = wav.clone()
+    noisy[1, 9 * HOP:] = torch.randn(7 * HOP)
+    a, _ = system(mel, lengths, speaker, "gen", wav=wav)
+    b, _ = system(mel, lengths, speaker, "gen", wav=noisy)
+    assert a is not None and b is not None and torch.allclose(a, b)
+    with pytest.raises(Exception, match="wav"):
+        system(mel, lengths, speaker, "gen", wav=wav[:, :-1])
+
+
+def test_training_only_parts_and_generator_export():
+    system = VocoderSystem(tiny_cfg())
+    system.steps.fill_(11)
+    keys = system.state_dict().keys()
+    d_keys = [k for k in keys if k.startswith(VocoderSystem.training_only)]
+    assert any(k.startswith("mpd.") for k in d_keys) and any(k.startswith("mrd.") for k in d_keys)
+    n_disc = sum(p.numel() for p in system.mpd.parameters()) + sum(p.numel() for p in system.mrd.parameters())
+    assert sum(system.state_dict()[k].numel() for k in d_keys) == n_disc
+    exported = system.inference_state_dict()
+    assert not any(k.startswith(("mpd.", "mrd.")) for k in exported)
+    fresh = VocoderSystem(tiny_cfg())
+    fresh.load_inference_state(exported)
+    assert int(fresh.steps) == 11
+    mel = np.random.default_rng(1).random((40, 80), dtype=np.float32)
+    assert np.array_equal(fresh.vocode(mel), system.vocode(mel))
+    with pytest.raises(RuntimeError):
+        fresh.load_inference_state({k: v for k, v in exported.items() if not k.startswith("generator.head")})
+
+
+def test_a_discriminator_family_can_be_left_out():
+    # A cheap configuration for CPU runs: MPD alone (no MRD branches).
+    system = VocoderSystem(tiny_cfg(mrd_resolutions=()))
+    mel, lengths, speaker, wav = batch(t=8)
+    for phase in system.phases:
+        loss, terms = system(mel, lengths, speaker, phase, wav=wav)
+        assert loss is not None and torch.isfinite(loss)
+        loss.backward()
+    assert float(terms["g_adv"]) > 0
