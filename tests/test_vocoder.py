@@ -215,3 +215,79 @@ def test_a_discriminator_family_can_be_left_out():
         assert loss is not None and torch.isfinite(loss)
         loss.backward()
     assert float(terms["g_adv"]) > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# through the toolkit: preprocessing with waveforms, the trainer's phases, resume, export
+
+TINY_VOCODER = ["model.system=vocoder", "vocoder.dim=16", "vocoder.intermediate=32", "vocoder.layers=2",
+                "vocoder.mpd_periods=[2, 3]", "vocoder.mpd_channels=[4, 8, 8]", "vocoder.mrd_channels=4",
+                "vocoder.mrd_resolutions=[[512, 128, 512], [256, 64, 256]]", "vocoder.warmup_steps=4",
+                "vocoder.disc_every=2", "train.batch_size=2", "train.crop_frames=16", "train.log_every=2",
+                "train.val_every=4", "train.ckpt_every=4", "train.val_batches=1", "train.threads=1",
+                "train.sampling=utterance"]
+
+
+@pytest.fixture(scope="module")
+def wav_features(corpus, tmp_path_factory):
+    from clsvc.data import SplitSpec, preprocess
+
+    out = tmp_path_factory.mktemp("feats-wav")
+    preprocess(corpus, out, MelConfig(), split=SplitSpec(holdout_regex=r"_006$"), jobs=1, progress=False,
+               keep_wav=True)
+    return out
+
+
+def test_kept_waveforms_are_the_samples_of_the_frames(wav_features):
+    from clsvc.data import FeatureSet, read_manifest
+    from clsvc.data.manifest import load_aligned_wav
+
+    entries = read_manifest(wav_features)
+    e = entries[0]
+    wav = load_aligned_wav(wav_features, e, HOP)
+    assert wav.dtype == np.int16 and len(wav) == e.frames * HOP
+    # The kept samples are what the mel was made from: their mel is the stored feature (but for
+    # the last frame, whose window reached past the cut to T * hop samples, and 16-bit rounding).
+    mel = np.load(wav_features / e.feature)
+    again = wav_to_mel(wav.astype(np.float32) / 32767.0, MelConfig())[: e.frames]
+    assert np.abs(again - mel)[:-1].max() < 0.01
+    data = FeatureSet(wav_features, ("train",), with_wav=True)
+    b = data.sample(3, 16, torch.Generator().manual_seed(0), "utterance")
+    assert b.wav is not None and b.wav.shape == (3, 16 * HOP) and b.extra().keys() == {"wav"}
+    assert FeatureSet(wav_features, ("train",)).sample(3, 16, torch.Generator().manual_seed(0)).extra() == {}
+
+
+def test_features_without_waveforms_are_refused_for_the_vocoder(features, tiny_cfg, tmp_path):
+    from clsvc.errors import ClsvcError
+    from clsvc.training import train
+
+    with pytest.raises(ClsvcError, match="--keep-wav"):
+        train(tiny_cfg(*TINY_VOCODER, "train.max_steps=2"), features, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_trainer_runs_idle_phases_resumes_exactly_and_exports(wav_features, tiny_cfg, tmp_path):
+    import clsvc
+    from clsvc.checkpoint import export_model, load_checkpoint
+    from clsvc.training import read_log, train
+
+    cfg = tiny_cfg(*TINY_VOCODER, "train.max_steps=8")
+    train(cfg, wav_features, tmp_path / "full", progress=False)
+    rows = read_log(tmp_path / "full")
+    assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    assert "d_loss" not in rows[0] and "d_loss" in rows[-1]  # the discriminators join after warm-up
+    assert all("mel" in r for r in rows)
+    train(tiny_cfg(*TINY_VOCODER, "train.max_steps=4"), wav_features, tmp_path / "part", progress=False)
+    train(None, wav_features, tmp_path / "part", resume=True, progress=False, overrides=["train.max_steps=8"])
+    resumed = read_log(tmp_path / "part")
+    strip = [{k: v for k, v in r.items() if k != "minutes"} for r in rows]
+    assert [{k: v for k, v in r.items() if k != "minutes"} for r in resumed] == strip
+    wa = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    wb = load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")
+    assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wa["model"])
+    assert wa["speaker_table"] is None and int(wa["model"]["steps"]) == 8
+    out = export_model(tmp_path / "full" / "checkpoints" / "last.pt", tmp_path / "voc.pt")
+    kept = load_checkpoint(out)["model"]
+    assert kept and not any(k.startswith(("mpd.", "mrd.")) for k in kept)
+    with pytest.raises(clsvc.ClsvcError, match="not a voice-conversion model"):
+        clsvc.load(out)

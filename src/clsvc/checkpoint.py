@@ -31,7 +31,7 @@ import torch
 from .config import Config, config_from_dict
 from .errors import ClsvcError
 from .files import atomic_path
-from .models import VCSystem, build_system
+from .models import System, build_system
 
 FORMAT = "clsvc-checkpoint"
 VERSION = 1
@@ -226,7 +226,7 @@ def is_inference_only(ckpt: dict[str, Any]) -> bool:
     return ckpt.get("kind", TRAIN) == INFERENCE
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[VCSystem, Config]:
+def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[System, Config]:
     """Rebuild the model (eval mode) and its config from a checkpoint dict alone (one that
     :func:`load_checkpoint` returned: a bad stored config is a one-line ClsvcError)."""
     config: Any = ckpt.get("config")  # not a dict: config_from_dict says so in one line

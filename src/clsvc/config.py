@@ -43,7 +43,7 @@ T = TypeVar("T")
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 # Choice types: the allowed values are the annotation (checked at load and by validate()).
-System = Literal["clsvc", "autovc", "vqvc", "vae", "stargan"]
+System = Literal["clsvc", "autovc", "vqvc", "vae", "stargan", "vocoder"]
 SYSTEMS: tuple[str, ...] = typing.get_args(System)
 Norm = Literal["batch", "group", "none"]
 ContentNorm = Literal["none", "instance"]
@@ -206,6 +206,60 @@ class StarGANConfig:
     disc_lr_scale: float = 0.5  # D's rate relative to optim.lr (paper: 1e-4 vs 2e-4)
 
 
+# One unit of the [0, 1] mel scale in natural-log amplitude units: -min_level_db dB = 100 dB
+# = 11.51 nats. HiFi-GAN's and Vocos' mel-loss weight (45) is per nat.
+MEL_NATS_PER_UNIT = -MelConfig().min_level_db / 20.0 * math.log(10.0)
+
+
+@dataclass
+class VocoderConfig:
+    """Sizes and loss weights of :class:`VocoderSystem` (the generator's n_fft and hop are the
+    mel's).
+
+    Loss weights: ``lambda_mel`` multiplies the mel L1 in clsvc's units (1 = 100 dB); its
+    default is HiFi-GAN's 45 per natural-log unit (x :data:`MEL_NATS_PER_UNIT`), so the mel
+    term keeps HiFi-GAN's weight relative to the adversarial (1) and feature-matching (2)
+    terms. ``lambda_stft`` = 1: the multi-resolution STFT loss is auxiliary here (the mel
+    loss carries the envelope); it pins what clsvc's mel does not see (below 90 Hz, above
+    7.6 kHz) and time resolutions finer and coarser than the 64 ms mel window; its log term is
+    in nats like the mel term's reference, so 1 against 45 keeps it from fighting the mel and
+    adversarial terms over fine detail.
+
+    Discriminator sizes default to the published ones (HiFi-GAN's MPD, Vocos' MRD); they are
+    GPU sizes. On CPU (one thread, 16 x 0.5 s segments, a shared machine) the full pair costs
+    12-30 s per step against 0.35-0.6 s for the generator alone, most of it in the MPD's 512- and
+    1024-wide convs; ``mpd_channels=(8, 32, 128, 256, 256)``, ``mrd_channels=8`` brings a step
+    (both phases) to 1.6-2.2 s. ``disc_every`` cuts only the "disc" phase: the
+    "gen" phase still runs D forward and backward on the generated wave every step.
+    """
+
+    # generator (VocosGenerator)
+    dim: int = 384
+    intermediate: int = 1152
+    layers: int = 8
+    kernel: int = 7
+    max_magnitude: float = 1e3
+    # multi-period discriminator: periods and conv widths (the last width is unstrided)
+    mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)
+    # multi-resolution discriminator: (n_fft, hop, win) per branch and its conv width
+    mrd_resolutions: tuple[tuple[int, int, int], ...] = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
+    mrd_channels: int = 32
+    # multi-resolution STFT loss: (n_fft, hop, win) per resolution (Parallel WaveGAN's)
+    stft_resolutions: tuple[tuple[int, int, int], ...] = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
+    # loss weights (see the class docstring)
+    lambda_mel: float = 45.0 * MEL_NATS_PER_UNIT
+    lambda_stft: float = 1.0
+    lambda_adv: float = 1.0
+    lambda_fm: float = 2.0
+    # generator steps of reconstruction-only training before the discriminators join
+    warmup_steps: int = 5000
+    # update the discriminators every `disc_every` generator steps (cuts their cost by k)
+    disc_every: int = 1
+    # the discriminators' learning rate relative to the optimiser's (HiFi-GAN: equal)
+    disc_lr_scale: float = 1.0
+
+
 @dataclass
 class OptimConfig:
     """Adam settings (the paper: betas 0.9/0.98) and the adversary's rate multiplier."""
@@ -287,6 +341,7 @@ class Config:
     vqvc: VQVCConfig = field(default_factory=VQVCConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     stargan: StarGANConfig = field(default_factory=StarGANConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins (YAML- and checkpoint-safe)."""
@@ -621,6 +676,8 @@ _MIN_INT: dict[str, int] = {
     "vqvc.channels": 1, "vqvc.levels": 1, "vqvc.codebook_size": 2, "vqvc.code_dim": 1,
     "vae.latent_dim": 1, "vae.speaker_emb_dim": 1, "vae.channels": 1, "vae.kl_anneal_steps": 0,
     "stargan.res_channels": 1, "stargan.res_blocks": 0, "stargan.id_steps": 0,
+    "vocoder.dim": 1, "vocoder.intermediate": 1, "vocoder.layers": 1, "vocoder.kernel": 1,
+    "vocoder.mrd_channels": 1, "vocoder.warmup_steps": 0, "vocoder.disc_every": 1,
     "train.batch_size": 1, "train.max_steps": 1, "train.crop_frames": 8, "train.threads": 0, "train.log_every": 1,
     "train.val_every": 1, "train.val_batches": 1, "train.ckpt_every": 1, "train.keep_every": 0,
     "train.table_utterances": 1,
@@ -630,9 +687,11 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 _NON_NEGATIVE = (
     "mel.highpass_hz", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code", "loss.convert_cls",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
-    "stargan.lambda_id", "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes",
+    "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
+    "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes",
 )
-_POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "optim.lr")
+_POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "vocoder.max_magnitude",
+             "vocoder.disc_lr_scale", "optim.lr")
 
 
 def _is_int(v: Any) -> bool:
@@ -707,6 +766,14 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be in [0, 1) (0 = codebook loss instead of EMA)")
     for key in ("stargan.gen_channels", "stargan.disc_channels"):
         need(_is_int(get(key)) and get(key) >= 2 and get(key) % 2 == 0, key, "must be even and >= 2 (GLUs halve it)")
+    voc = cfg.vocoder
+    need(all(_is_int(p) and p >= 1 for p in voc.mpd_periods), "vocoder.mpd_periods", "must be integers >= 1")
+    need(len(voc.mpd_channels) >= 1 and all(_is_int(c) and c >= 1 for c in voc.mpd_channels),
+         "vocoder.mpd_channels", "must be one or more integers >= 1")
+    for key in ("vocoder.mrd_resolutions", "vocoder.stft_resolutions"):
+        need(all(len(r) == 3 and all(_is_int(x) and x >= 1 for x in r) and r[2] <= r[0] for r in get(key)), key,
+             "must be [n_fft, hop, win] triples of integers >= 1 with win <= n_fft")
+    need(voc.kernel % 2 == 1, "vocoder.kernel", "must be odd (same-length convolutions)")
     if m.system == "autovc":
         need(m.enc_lstm_layers >= 1, "model.enc_lstm_layers", "must be >= 1 for autovc (the BiLSTM is its bottleneck)")
     if m.system == "stargan":

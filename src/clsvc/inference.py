@@ -57,6 +57,9 @@ class Converter:
         """Rebuild from a training checkpoint or an exported model file alone."""
         ckpt = load_checkpoint(path, map_location="cpu")
         model, cfg = model_from_checkpoint(ckpt, str(path))
+        if not isinstance(model, VCSystem):
+            raise ClsvcError(f"{path}: a {cfg.model.system} checkpoint, not a voice-conversion model; "
+                             "pass a VC model's checkpoint (a vocoder goes to --vocoder)")
         vc = cls(model, cfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
                  checkpoint=str(path), **kw)
         vc.step = int(ckpt.get("step", 0))  # training steps behind the weights (for reports)

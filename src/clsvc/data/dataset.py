@@ -13,21 +13,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .manifest import Entry, features_n_mels, load_feature, read_manifest
+from .manifest import Entry, features_n_mels, load_aligned_wav, load_feature, read_manifest
 
 
 @dataclass
 class Batch:
     """``mel`` (B, T, n_mels) float32 in [0, 1]; ``lengths`` (B,) valid frames per row (the rest
-    is padding); ``speaker`` (B,) speaker indices into the training speaker list."""
+    is padding); ``speaker`` (B,) speaker indices into the training speaker list; ``wav``
+    (B, T * hop) float32 in [-1, 1], the waveform the crops were made from (zero past each row's
+    valid samples), only when the set was loaded ``with_wav``."""
 
     mel: torch.Tensor
     lengths: torch.Tensor
     speaker: torch.Tensor
+    wav: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device``."""
-        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device))
+        wav = self.wav.to(device) if self.wav is not None else None
+        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav)
+
+    def extra(self) -> dict[str, torch.Tensor]:
+        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``)."""
+        return {"wav": self.wav} if self.wav is not None else {}
 
 
 class FeatureSet:
@@ -42,7 +50,7 @@ class FeatureSet:
     """
 
     def __init__(self, folder: str | Path, splits: tuple[str, ...], speakers: list[str] | None = None,
-                 entries: list[Entry] | None = None):
+                 entries: list[Entry] | None = None, with_wav: bool = False, hop: int = 256):
         self.folder = Path(folder)
         entries = entries if entries is not None else read_manifest(self.folder)
         self.entries = [e for e in entries if e.split in splits]
@@ -55,6 +63,10 @@ class FeatureSet:
         # a bad one would otherwise crash training late or poison the speaker table silently.
         n_mels = features_n_mels(self.folder)
         self.mels: list[np.ndarray] = [load_feature(self.folder, e, n_mels) for e in self.entries]
+        # Aligned 16-bit waveforms (frames * hop samples each), for systems that learn audio.
+        self.hop = hop
+        self.wavs: list[np.ndarray] | None = (
+            [load_aligned_wav(self.folder, e, hop) for e in self.entries] if with_wav else None)
         # Utterance indices per speaker, for speaker-balanced sampling.
         self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
 
@@ -85,17 +97,23 @@ class FeatureSet:
         else:
             idx = torch.randint(len(self), (batch_size,), generator=gen).tolist()
         offs = torch.rand(batch_size, generator=gen).tolist()
-        mels, lengths = [], []
+        mels, lengths, wavs = [], [], []
         for i, o in zip(idx, offs, strict=True):
             n = len(self.mels[i])
             start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
             m, length = self.crop(i, start, crop_frames, pad_value)
             mels.append(m)
             lengths.append(length)
+            if self.wavs is not None:
+                w = np.zeros(crop_frames * self.hop, dtype=np.float32)
+                piece = self.wavs[i][start * self.hop:(start + length) * self.hop]
+                w[: len(piece)] = piece.astype(np.float32) / 32767.0
+                wavs.append(w)
         return Batch(
             torch.from_numpy(np.stack(mels)),
             torch.tensor(lengths, dtype=torch.long),
             torch.from_numpy(self.labels[idx]),
+            torch.from_numpy(np.stack(wavs)) if wavs else None,
         )
 
     def fixed_batches(self, n_batches: int, batch_size: int, crop_frames: int,

@@ -186,6 +186,24 @@ def read_features_mel(folder: str | Path) -> MelConfig | None:
     return from_dict(MelConfig, info["mel"], str(path))
 
 
+def load_aligned_wav(folder: str | Path, entry: Entry, hop: int) -> np.ndarray:
+    """The int16 waveform kept beside ``entry``'s features by ``clsvc preprocess --keep-wav``
+    (``frames * hop`` samples); missing or malformed is a one-line ClsvcError."""
+    feature = feature_path(folder, entry)
+    path = feature.with_name(feature.stem + ".wav.npy")
+    if not path.is_file():
+        raise ClsvcError(f"{path}: no waveform beside the features; this model learns audio: re-run "
+                         "`clsvc preprocess` with --keep-wav into the same --out (finished files are kept)")
+    try:
+        wav = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ClsvcError(f"{path}: waveform file unreadable; re-run `clsvc preprocess --keep-wav`") from None
+    if wav.dtype != np.int16 or wav.ndim != 1 or len(wav) != entry.frames * hop:
+        raise ClsvcError(f"{path}: waveform file is not {entry.frames * hop} int16 samples; "
+                         "re-run `clsvc preprocess --keep-wav`")
+    return wav
+
+
 def features_n_mels(folder: str | Path) -> int:
     """The mel bands of the features in ``folder`` (its recorded config, else the default 80)."""
     mel = read_features_mel(folder)

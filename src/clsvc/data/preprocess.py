@@ -152,6 +152,20 @@ def assign_splits(utts: list[Utterance], spec: SplitSpec) -> dict[tuple[str, str
     return split
 
 
+def wav_path(feature: Path) -> Path:
+    """Where the aligned waveform of feature file ``X.npy`` is kept: ``X.wav.npy``."""
+    return feature.with_name(feature.stem + ".wav.npy")
+
+
+def aligned_pcm16(wav: np.ndarray, frames: int, hop: int) -> np.ndarray:
+    """Waveform (samples,) in [-1, 1] -> int16 (frames * hop,): mel frame t (centred on sample
+    t * hop) covers samples [t * hop, (t + 1) * hop); the tail is cut or zero-padded to match."""
+    out = np.zeros(frames * hop, dtype=np.int16)
+    n = min(len(wav), len(out))
+    out[:n] = np.round(np.clip(wav[:n], -1.0, 1.0) * 32767.0).astype(np.int16)
+    return out
+
+
 def _feature_relpath(u: Utterance) -> str:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", u.utt_id)
     return f"feats/{re.sub(r'[^A-Za-z0-9_.-]', '_', u.speaker)}/{safe}.npy"
@@ -205,7 +219,7 @@ def _worker_init(parent: int, start_method: str) -> None:
 def _process_one(args: tuple) -> tuple[int, str]:
     """Worker: returns (frames, "") or (0, reason)."""
     global _writing
-    src, dst, mel_cfg, trim_db, min_frames = args
+    src, dst, mel_cfg, trim_db, min_frames, keep_wav = args
     _writing = dst
     try:
         wav = load_wav(src, mel_cfg)
@@ -214,6 +228,11 @@ def _process_one(args: tuple) -> tuple[int, str]:
         if mel.shape[0] < min_frames:
             return 0, f"only {mel.shape[0]} frames after trimming, need {min_frames}"
         dst.parent.mkdir(parents=True, exist_ok=True)
+        if keep_wav:  # written first: a feature file without its waveform is redone on resume
+            _writing = wav_path(dst)
+            with atomic_path(wav_path(dst), suffix=".npy") as tmp:
+                np.save(tmp, aligned_pcm16(wav, len(mel), mel_cfg.hop_length))
+            _writing = dst
         with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
         return int(mel.shape[0]), ""
@@ -331,6 +350,7 @@ def preprocess(
     speakers: list[str] | None = None,
     progress: bool = True,
     merge: bool = False,
+    keep_wav: bool = False,
 ) -> list[Entry]:
     """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
     ``out``; returns the manifest entries that were written.
@@ -341,6 +361,10 @@ def preprocess(
     used once, however many times its corpus is given. Everything is checked before anything is
     written; an interrupted run (SIGINT/SIGTERM: KeyboardInterrupt) keeps its finished feature
     files and writes no manifest.
+
+    ``keep_wav``: also keep each utterance's waveform, exactly the (trimmed) samples its mel was
+    made from, as 16-bit PCM aligned to the frames (``FEATURE.wav.npy``, ``frames * hop``
+    samples; see :func:`aligned_pcm16`), so a vocoder trains on the features the converter makes.
     """
     from tqdm import tqdm
 
@@ -395,7 +419,7 @@ def preprocess(
     if not os.access(out, os.W_OK):
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
     settings = {"corpus": recorded, "kind": kind, "trim_db": trim_db,
-                "min_frames": min_frames, "split": asdict(split)}
+                "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav}
     write_features_info(out, mel_cfg, settings)
 
     skipped: list[tuple[Utterance, str]] = []
@@ -405,13 +429,15 @@ def preprocess(
         for u in utts:
             dst = out / _feature_relpath(u)
             n = _existing_frames(dst, mel_cfg.n_mels) if dst.exists() else None
+            if n is not None and keep_wav and not wav_path(dst).is_file():
+                n = None  # made without its waveform: redo it
             if n is not None:
                 frames[(u.speaker, u.utt_id)] = n
             else:
                 todo.append(u)
 
         workers = min(jobs or _usable_cores(), len(todo)) or 1
-        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames) for u in todo]
+        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav) for u in todo]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
                    unit="utt", disable=not progress, dynamic_ncols=True)
         pooled = workers > 1 and len(todo) >= 8

@@ -10,7 +10,7 @@ import importlib
 
 from ..config import Config
 from ..errors import ClsvcError
-from .base import Codes, VCSystem
+from .base import Codes, System, VCSystem
 from .clsvc import ClsVC
 from .losses import ClsVCOutput, clsvc_losses
 from .voices import DVectorVoice, EncoderVoice, NotOneShot, Reference, TableVoice, VoicePart
@@ -22,10 +22,11 @@ REGISTRY = {
     "vqvc": "clsvc.models.vqvc:VQVCPlus",
     "vae": "clsvc.models.vae:VAEVC",
     "stargan": "clsvc.models.stargan:StarGANVC2",
+    "vocoder": "clsvc.vocoder.system:VocoderSystem",  # trained like a system; not a VC system
 }
 
 
-def system_class(name: str) -> type[VCSystem]:
+def system_class(name: str) -> type[System]:
     """The class registered under ``name`` (imported on first use)."""
     if name not in REGISTRY:
         raise ClsvcError(f"unknown model.system {name!r}; choose one of {', '.join(REGISTRY)}")
@@ -33,7 +34,7 @@ def system_class(name: str) -> type[VCSystem]:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_system(cfg: Config) -> VCSystem:
+def build_system(cfg: Config) -> System:
     """The system named by ``cfg.model.system``, built from the whole config."""
     if cfg.model.n_speakers < 1:
         raise ClsvcError("model.n_speakers must be set from the training data (>= 1)")
@@ -41,4 +42,4 @@ def build_system(cfg: Config) -> VCSystem:
 
 
 __all__ = ["REGISTRY", "ClsVC", "ClsVCOutput", "Codes", "DVectorVoice", "EncoderVoice", "NotOneShot", "Reference",
-           "TableVoice", "VCSystem", "VoicePart", "build_system", "clsvc_losses", "system_class"]
+           "System", "TableVoice", "VCSystem", "VoicePart", "build_system", "clsvc_losses", "system_class"]

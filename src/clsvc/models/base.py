@@ -14,14 +14,14 @@ into the training speaker list; a speaker vector is (speaker_dim,) or (B, speake
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
-from .voices import Reference, VoicePart
+from .voices import Cache, Reference, VoicePart
 
 
 @dataclass
@@ -36,29 +36,26 @@ class Codes:
     speaker: torch.Tensor | None = None
 
 
-class VCSystem(nn.Module):
-    """Base class of the systems (ClsVC, AutoVC, VQVC+, VAE-VC, StarGAN-VC2).
+class System(nn.Module):
+    """What the trainer, checkpoints and export need of anything clsvc trains (the VC systems
+    below, and the neural vocoder :class:`clsvc.vocoder.system.VocoderSystem`).
 
-    * ``voice`` — the system's voice part (set in ``__init__``).
     * ``phases`` — optimisation phases per training step, each with its own optimizer, run in
       this order (a GAN: ``("disc", "gen")``).
     * ``training_only`` — state-dict prefixes that inference does not need (classifiers,
       discriminators); an exported model leaves them out.
+    * ``inputs`` — what a training batch must hold: ``"mel"`` always; ``"wav"`` for a system
+      that learns audio (the features then need ``clsvc preprocess --keep-wav``).
     """
 
-    voice: VoicePart
     phases: ClassVar[tuple[str, ...]] = ("main",)
     training_only: ClassVar[tuple[str, ...]] = ()
+    inputs: ClassVar[tuple[str, ...]] = ("mel",)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> VCSystem:
+    def from_config(cls, cfg: Any) -> System:
         """Build from the whole :class:`~clsvc.config.Config` (``cfg.model.n_speakers`` set)."""
         raise NotImplementedError
-
-    @property
-    def speaker_dim(self) -> int:
-        """Size of the vector the system conditions on."""
-        return self.voice.dim
 
     # ------------------------------------------------------------------ training
 
@@ -67,10 +64,62 @@ class VCSystem(nn.Module):
         may carry ``lr_scale``: its learning rate is ``optim.lr * lr_scale``."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def phase_active(self, phase: str) -> bool:
+        """Whether ``phase`` has work this step (a GAN's discriminators may join late or update
+        every k steps); the trainer skips an idle phase's forward, backward and step."""
+        return True
+
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
-                phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss of ``phase`` on a batch: (scalar total, named terms for logging)."""
+                phase: str = "main") -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Loss of ``phase`` on a batch: (scalar total, named terms for logging). A system with
+        more ``inputs`` takes them as keywords (``wav=``); None for the loss = idle this step."""
         raise NotImplementedError
+
+    def prepare(self, speakers: Sequence[Sequence[Reference]], cache: Cache | None = None) -> None:
+        """Called once before training with each training speaker's utterances (default: nothing)."""
+
+    def speaker_table(self, speakers: Sequence[Sequence[Reference]], cache: Cache | None = None
+                      ) -> torch.Tensor | None:
+        """(K, s) vectors of the training speakers stored with each checkpoint (for
+        ``--target-speaker``), or None for a system without speakers."""
+        return None
+
+    # ------------------------------------------------------------------ export
+
+    def inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict without the ``training_only`` parts."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only)}
+
+    def load_inference_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load :meth:`inference_state_dict` output; only ``training_only`` keys may be missing."""
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(self.training_only)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"state mismatch: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+
+
+class VCSystem(System):
+    """Base class of the voice-conversion systems (ClsVC, AutoVC, VQVC+, VAE-VC, StarGAN-VC2).
+
+    * ``voice`` — the system's voice part (set in ``__init__``); it makes the speaker table
+      the trainer stores and, before training, whatever vectors the system trains on.
+    """
+
+    voice: VoicePart
+
+    @property
+    def speaker_dim(self) -> int:
+        """Size of the vector the system conditions on."""
+        return self.voice.dim
+
+    def prepare(self, speakers: Sequence[Sequence[Reference]], cache: Cache | None = None) -> None:
+        """Let the voice part see the training speakers (AutoVC stores their mean d-vectors)."""
+        self.voice.fit(speakers, cache)
+
+    def speaker_table(self, speakers: Sequence[Sequence[Reference]], cache: Cache | None = None
+                      ) -> torch.Tensor | None:
+        """The voice part's (K, speaker_dim) unit vectors of the training speakers."""
+        return self.voice.table(speakers, cache)
 
     # ------------------------------------------------------------------ inference
 
@@ -89,16 +138,3 @@ class VCSystem(nn.Module):
         [0, 1]. ``source``: :meth:`source_condition` of the source utterance. Runs under
         ``torch.inference_mode`` in every implementation."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ export
-
-    def inference_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict without the ``training_only`` parts."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only)}
-
-    def load_inference_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load :meth:`inference_state_dict` output; only ``training_only`` keys may be missing."""
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(self.training_only)]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(f"state mismatch: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")

@@ -52,7 +52,7 @@ from ..data.manifest import check_features_mel, read_manifest
 from ..dvector import VectorCache
 from ..errors import ClsvcError
 from ..files import atomic_write_text
-from ..models import Reference, VCSystem, build_system
+from ..models import Reference, System, build_system, system_class
 from . import distributed as dist_utils
 from .state import TrainState, build_optimizers, payload, reset_lrs, restore, rng_state, set_rng_state
 
@@ -81,14 +81,20 @@ def autocast_ctx(state: TrainState, device: torch.device):
 
 
 def train_step(state: TrainState, batch: Batch, device: torch.device) -> dict[str, float]:
-    """One optimisation step on ``batch`` (every phase of the system, in order); returns the
-    loss terms as floats (a GAN's phases log their own terms)."""
+    """One optimisation step on ``batch`` (every phase of the system, in order; a phase the
+    system reports idle this step is skipped); returns the loss terms as floats (a GAN's phases
+    log their own terms)."""
     state.net.train()
     batch = batch.to(device)
     terms_all: dict[str, float] = {}
     for phase, opt in state.optimizers.items():
+        # Asked before the forward: under DDP a forward without its backward breaks the next step.
+        if not state.model.phase_active(phase):
+            continue
         with autocast_ctx(state, device):
-            loss, terms = state.net(batch.mel, batch.lengths, batch.speaker, phase)
+            loss, terms = state.net(batch.mel, batch.lengths, batch.speaker, phase, **batch.extra())
+        if loss is None:  # idle after all (the system's own schedule)
+            continue
         if not torch.isfinite(loss):
             raise ClsvcError(
                 f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr "
@@ -122,7 +128,7 @@ def validate(state: TrainState, batches: list[Batch], device: torch.device) -> d
     for b in batches:
         b = b.to(device)
         for phase in state.optimizers:
-            _, terms = state.model(b.mel, b.lengths, b.speaker, phase)
+            _, terms = state.model(b.mel, b.lengths, b.speaker, phase, **b.extra())
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
     state.model.train()
@@ -149,15 +155,16 @@ def speaker_refs(data: FeatureSet, per_speaker: int, mel_cfg: MelConfig,
 
 
 @torch.no_grad()
-def speaker_table(model: VCSystem, data: FeatureSet, per_speaker: int, mel_cfg: MelConfig,
-                  max_frames: int = 512, cache: VectorCache | None = None) -> torch.Tensor:
-    """(K, s) unit-norm vectors of the training speakers, made by the system's voice part from
-    up to ``per_speaker`` utterances of each speaker (in eval mode)."""
+def speaker_table(model: System, data: FeatureSet, per_speaker: int, mel_cfg: MelConfig,
+                  max_frames: int = 512, cache: VectorCache | None = None) -> torch.Tensor | None:
+    """(K, s) unit-norm vectors of the training speakers, made by the system (its voice part)
+    from up to ``per_speaker`` utterances of each speaker, in eval mode; None for a system
+    without speakers (the vocoder)."""
     was_training = model.training
     model.eval()
-    table = model.voice.table(speaker_refs(data, per_speaker, mel_cfg, max_frames), cache)
+    table = model.speaker_table(speaker_refs(data, per_speaker, mel_cfg, max_frames), cache)
     model.train(was_training)
-    return table.float().cpu()
+    return None if table is None else table.float().cpu()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,7 +518,9 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
 
     check_features_mel(data, cfg.mel)
     entries = read_manifest(data)
-    train_set = FeatureSet(data, ("train",), entries=entries)
+    # A system that learns audio (the vocoder) trains on the waveforms kept beside the features.
+    with_wav = "wav" in system_class(cfg.model.system).inputs
+    train_set = FeatureSet(data, ("train",), entries=entries, with_wav=with_wav, hop=cfg.mel.hop_length)
     if len(train_set.speakers) < 2:
         raise ClsvcError(
             f"{data}: training needs at least 2 speakers with 'train' utterances, found "
@@ -522,7 +531,8 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             f"{data}: the training speakers differ from those of {last}; resume on the same "
             "preprocessed data"
         )
-    val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries)
+    val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries, with_wav=with_wav,
+                         hop=cfg.mel.hop_length)
     cfg.model.n_speakers = len(train_set.speakers)
 
     if cfg.train.threads > 0:
@@ -532,7 +542,7 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     model = build_system(cfg).to(info.device)
     voice_cache = VectorCache(data / VOICE_CACHE)
     # A voice part whose vectors the system trains on (AutoVC's mean d-vectors) makes them now.
-    model.voice.fit(speaker_refs(train_set, FIT_UTTERANCES, cfg.mel), voice_cache)
+    model.prepare(speaker_refs(train_set, FIT_UTTERANCES, cfg.mel), voice_cache)
     if info.is_main:
         voice_cache.save()
     net: torch.nn.Module = model

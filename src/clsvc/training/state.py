@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..config import Config
-from ..models import VCSystem
+from ..models import System
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TrainState:
     """Everything a training run changes: weights, optimizers, scaler, sampler RNG, counters."""
 
     cfg: Config
-    model: VCSystem  # the bare model (what is saved)
+    model: System  # the bare model (what is saved)
     net: nn.Module  # what is called in training: the model, or its DDP wrapper
     optimizers: dict[str, torch.optim.Optimizer]  # one per phase of the system
     scaler: torch.amp.GradScaler | None
@@ -32,18 +32,21 @@ class TrainState:
     # Loss terms summed over the steps since the last logged row (the next row is their mean):
     # saved with the rest, so a run resumed between two rows logs what an uninterrupted one does.
     log_sums: dict[str, float] = field(default_factory=dict)
-    log_count: int = 0
+    # Steps that reported each term (a phase idle on some steps, e.g. a GAN's discriminator
+    # updated every k steps, averages over the steps it ran).
+    log_counts: dict[str, int] = field(default_factory=dict)
 
     def add_to_log(self, terms: dict[str, float]) -> None:
         """Count one step's loss terms towards the next logged row."""
         for k, v in terms.items():
             self.log_sums[k] = self.log_sums.get(k, 0.0) + v
-        self.log_count += 1
+            self.log_counts[k] = self.log_counts.get(k, 0) + 1
 
     def take_log_row(self) -> dict[str, float]:
-        """The mean of the terms since the last row (and start a new window)."""
-        row = {k: v / max(1, self.log_count) for k, v in self.log_sums.items()}
-        self.log_sums, self.log_count = {}, 0
+        """The mean of each term over the steps that reported it since the last row (and start
+        a new window)."""
+        row = {k: v / max(1, self.log_counts.get(k, 1)) for k, v in self.log_sums.items()}
+        self.log_sums, self.log_counts = {}, {}
         return row
 
 
@@ -57,7 +60,7 @@ def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict[str, Any]], lr: float
         g["lr"] = lr * float(spec.get("lr_scale", 1.0))
 
 
-def build_optimizers(model: VCSystem, cfg: Config) -> dict[str, torch.optim.Optimizer]:
+def build_optimizers(model: System, cfg: Config) -> dict[str, torch.optim.Optimizer]:
     """One Adam (the paper's betas) per phase of the system, with the system's groups."""
     o = cfg.optim
     opts: dict[str, torch.optim.Optimizer] = {}
@@ -129,7 +132,7 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
         "scaler": state.scaler.state_dict() if state.scaler is not None else None,
         "step": state.step,
         "elapsed": state.elapsed,
-        "log_window": {"sums": dict(state.log_sums), "count": state.log_count},
+        "log_window": {"sums": dict(state.log_sums), "counts": dict(state.log_counts)},
         "rng": rng,
     }
 
@@ -146,7 +149,10 @@ def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
     state.speaker_table = ckpt.get("speaker_table")
     window = ckpt.get("log_window") or {}  # absent from checkpoints of older versions
     state.log_sums = {str(k): float(v) for k, v in window.get("sums", {}).items()}
-    state.log_count = int(window.get("count", 0))
+    counts = window.get("counts")
+    if not isinstance(counts, dict):  # written before per-term counts: one count for every term
+        counts = dict.fromkeys(state.log_sums, int(window.get("count", 0)))
+    state.log_counts = {str(k): int(v) for k, v in counts.items()}
     rng = dict(ckpt["rng"])
     per_rank = rng.get("data_per_rank")
     if per_rank is not None and rank < len(per_rank):

@@ -45,83 +45,33 @@ Shapes: mel (B, T, n_mels) in [0, 1]; lengths (B,) valid mel frames; wav (B, T *
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.func import functional_call
 
-from ..config import MelConfig
+from ..config import Config, MelConfig, VocoderConfig
 from ..errors import ClsvcError
+from ..models.base import System
 from .discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator, Output
 from .losses import MelLoss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss, generator_adv_loss
 from .vocos import VocosGenerator
 
-# Natural-log units in one unit of clsvc's [0, 1] mel: it spans -min_level_db = 100 dB of
-# amplitude, i.e. 100 / 20 * ln(10) = 11.51 nats. HiFi-GAN's and Vocos' mel-loss weight of 45
-# multiplies an L1 of natural-log mels, so the same balance needs 45 x this on clsvc's scale.
-MEL_NATS_PER_UNIT = -MelConfig().min_level_db / 20.0 * math.log(10.0)
 
-
-@dataclass
-class VocoderConfig:
-    """Sizes and loss weights of :class:`VocoderSystem` (the generator's n_fft and hop are the
-    mel's).
-
-    Loss weights: ``lambda_mel`` multiplies the mel L1 in clsvc's units (1 = 100 dB); its
-    default is HiFi-GAN's 45 per natural-log unit (x :data:`MEL_NATS_PER_UNIT`), so the mel
-    term keeps HiFi-GAN's weight relative to the adversarial (1) and feature-matching (2)
-    terms. ``lambda_stft`` = 1: the multi-resolution STFT loss is auxiliary here (the mel
-    loss carries the envelope); it pins what clsvc's mel does not see (below 90 Hz, above
-    7.6 kHz) and time resolutions finer and coarser than the 64 ms mel window; its log term is
-    in nats like the mel term's reference, so 1 against 45 keeps it from fighting the mel and
-    adversarial terms over fine detail.
-
-    Discriminator sizes default to the published ones (HiFi-GAN's MPD, Vocos' MRD); they are
-    GPU sizes. On CPU (one thread, 16 x 0.5 s segments, a shared machine) the full pair costs
-    12-30 s per step against 0.35-0.6 s for the generator alone, most of it in the MPD's 512- and
-    1024-wide convs; ``mpd_channels=(8, 32, 128, 256, 256)``, ``mrd_channels=8`` brings a step
-    (both phases) to 1.6-2.2 s. ``disc_every`` cuts only the "disc" phase: the
-    "gen" phase still runs D forward and backward on the generated wave every step.
-    """
-
-    # generator (VocosGenerator)
-    dim: int = 384
-    intermediate: int = 1152
-    layers: int = 8
-    kernel: int = 7
-    max_magnitude: float = 1e3
-    # multi-period discriminator: periods and conv widths (the last width is unstrided)
-    mpd_periods: tuple[int, ...] = (2, 3, 5, 7, 11)
-    mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024)
-    # multi-resolution discriminator: (n_fft, hop, win) per branch and its conv width
-    mrd_resolutions: tuple[tuple[int, int, int], ...] = ((1024, 256, 1024), (512, 128, 512), (256, 64, 256))
-    mrd_channels: int = 32
-    # multi-resolution STFT loss: (n_fft, hop, win) per resolution (Parallel WaveGAN's)
-    stft_resolutions: tuple[tuple[int, int, int], ...] = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
-    # loss weights (see the class docstring)
-    lambda_mel: float = 45.0 * MEL_NATS_PER_UNIT
-    lambda_stft: float = 1.0
-    lambda_adv: float = 1.0
-    lambda_fm: float = 2.0
-    # generator steps of reconstruction-only training before the discriminators join
-    warmup_steps: int = 5000
-    # update the discriminators every `disc_every` generator steps (cuts their cost by k)
-    disc_every: int = 1
-    # the discriminators' learning rate relative to the optimiser's (HiFi-GAN: equal)
-    disc_lr_scale: float = 1.0
-
-
-class VocoderSystem(nn.Module):
+class VocoderSystem(System):
     """Vocos generator + MPD + MRD trained as a GAN (see the module docstring for the phase
     contract, the schedule and the losses)."""
 
     phases = ("disc", "gen")
     training_only = ("mpd.", "mrd.")
+    inputs = ("mel", "wav")
     steps: torch.Tensor  # () long: generator steps so far (warm-up and disc_every schedule)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> VocoderSystem:
+        """Build from the whole config (its ``vocoder`` and ``mel`` sections)."""
+        return cls(cfg.vocoder, cfg.mel)
 
     def __init__(self, cfg: VocoderConfig | None = None, mel: MelConfig | None = None):
         super().__init__()
@@ -240,14 +190,3 @@ class VocoderSystem(nn.Module):
         """mel (T, n_mels) in [0, 1] -> waveform (T * hop,) float32 at 16 kHz (the generator's
         chunked :meth:`~.vocos.VocosGenerator.vocode`)."""
         return self.generator.vocode(mel, chunk=chunk, fade=fade)
-
-    def inference_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict without the ``training_only`` parts (the generator and ``steps``)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.training_only)}
-
-    def load_inference_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Load :meth:`inference_state_dict` output; only ``training_only`` keys may be missing."""
-        result = self.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(self.training_only)]
-        if missing or result.unexpected_keys:
-            raise RuntimeError(f"state mismatch: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
