@@ -266,7 +266,8 @@ def test_features_without_waveforms_are_refused_for_the_vocoder(features, tiny_c
     assert not (tmp_path / "run").exists()
 
 
-def test_trainer_runs_idle_phases_resumes_exactly_and_exports(wav_features, tiny_cfg, tmp_path):
+def test_trainer_runs_idle_phases_resumes_exactly_and_exports(wav_features, tiny_cfg, trained_run, corpus,
+                                                              tmp_path):
     import clsvc
     from clsvc.checkpoint import export_model, load_checkpoint
     from clsvc.training import read_log, train
@@ -291,3 +292,48 @@ def test_trainer_runs_idle_phases_resumes_exactly_and_exports(wav_features, tiny
     assert kept and not any(k.startswith(("mpd.", "mrd.")) for k in kept)
     with pytest.raises(clsvc.ClsvcError, match="not a voice-conversion model"):
         clsvc.load(out)
+    _use_as_vocoder(out, tmp_path)
+    # The CLI converts through it: the output has the vocoder's length (frames * hop samples).
+    import soundfile as sf
+
+    from clsvc.cli import main
+
+    wav_out = tmp_path / "conv.wav"
+    assert main(["convert", "--checkpoint", str(trained_run / "checkpoints" / "last.pt"),
+                 "--source", str(corpus / "spk_a" / "spk_a_001.wav"), "--target", str(corpus / "spk_b" / "spk_b_002.wav"),
+                 "--out", str(wav_out), "--vocoder", str(out)]) == 0
+    frames = len(wav_to_mel(sf.read(corpus / "spk_a" / "spk_a_001.wav")[0].astype(np.float32), MelConfig()))
+    assert len(sf.read(wav_out)[0]) == frames * HOP
+
+
+def _use_as_vocoder(path, tmp_path):
+    """A trained vocoder file as ``--vocoder``: converts at frames * hop samples, chunked like the
+    whole; another mel definition and a VC model in its place are one-line refusals."""
+    from clsvc.checkpoint import load_checkpoint, save_checkpoint
+    from clsvc.errors import ClsvcError
+    from clsvc.vocoder import NeuralVocoder, get_vocoder
+
+    voc = get_vocoder(path, MelConfig())
+    assert isinstance(voc, NeuralVocoder)
+    mel = wav_to_mel(synth_utterance(150.0, 1.0, seed=5, seconds=2.0), MelConfig())
+    wav = voc(mel)
+    assert wav.dtype == np.float32 and wav.shape == (len(mel) * HOP,) and np.isfinite(wav).all()
+    ckpt = load_checkpoint(path)
+    ckpt["config"]["mel"]["fmin"] = 100.0
+    other = save_checkpoint(tmp_path / "other-mel.pt", ckpt)
+    with pytest.raises(ClsvcError, match="another mel definition.*mel.fmin"):
+        get_vocoder(other, MelConfig())
+    with pytest.raises(ClsvcError, match="no such file"):
+        get_vocoder(tmp_path / "nope.pt", MelConfig())
+
+
+def test_a_vc_model_is_not_a_vocoder_and_convert_takes_a_vocoder(trained_run, tmp_path):
+    import clsvc
+    from clsvc.errors import ClsvcError
+    from clsvc.vocoder import get_vocoder
+
+    ckpt = trained_run / "checkpoints" / "last.pt"
+    with pytest.raises(ClsvcError, match="not a vocoder"):
+        get_vocoder(ckpt, MelConfig())
+    with pytest.raises(ClsvcError, match="no such file"):
+        clsvc.load(ckpt, vocoder=str(tmp_path / "missing.pt"))

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 
+VOCODER_HELP = "griffin-lim, or the checkpoint/exported file of a trained vocoder (clsvc train --config vocoder-cpu)"
+
+
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -167,7 +170,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
             raise ClsvcError("--out-root and --allow-outside apply to --list only")
         out = Path(a.out)
         _writable_output(out, a.force)
-        vc = load(a.checkpoint, device=_device(a.device))
+        vc = load(a.checkpoint, device=_device(a.device), vocoder=a.vocoder)
         wav = vc.convert(a.source, a.target or None, a.target_speaker)
         _save_wav(out, wav, vc.sample_rate, a.force)
         print(f"wrote {a.out} ({len(wav) / vc.sample_rate:.2f} s)")
@@ -178,7 +181,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     if not jobs:
         print(f"wrote 0 files{note}")
         return
-    vc = load(a.checkpoint, device=device)
+    vc = load(a.checkpoint, device=device, vocoder=a.vocoder)
     from tqdm import tqdm
 
     done = 0
@@ -260,6 +263,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         raise ClsvcError("pass --out DIR (the report folder)")
     device = str(_device(a.device))
     metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=device,
+                       vocoder=a.vocoder,
                        force=a.force, progress=not a.quiet, title=a.title)
     for group, kinds in metrics["summary"].items():
         if "/" in group or "converted" not in kinds:
@@ -280,6 +284,7 @@ def cmd_experiment(a: argparse.Namespace) -> None:
     from .experiment import run_experiment
 
     run_experiment(a.file, work=a.work, only=_csv_list(a.only) if a.only else None, progress=not a.quiet,
+                   vocoder=a.vocoder,
                    force_eval=a.force_eval)
 
 
@@ -287,7 +292,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     """`clsvc demo`: synthesise voices, train, convert and score."""
     from .demo import run_demo
 
-    run_demo(Path(a.out), minutes=a.minutes, voices=a.voices, force=a.force, quick=a.quick)
+    run_demo(Path(a.out), minutes=a.minutes, voices=a.voices, force=a.force, quick=a.quick, vocoder=a.vocoder)
 
 
 # ------------------------------------------------------------------------------- parser
@@ -348,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="overwrite existing outputs (a --list rerun otherwise skips rows already written)")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("embed", help="speaker embeddings of wav files")
@@ -380,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--force", action="store_true", help="replace an existing report folder")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("experiment", help="train and evaluate several systems, write the comparison")
@@ -388,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated system names to run (the comparison covers these)")
     s.add_argument("--force-eval", action="store_true", help="re-evaluate finished systems")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
     s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("demo", help="synthesise voices, train, convert and score (no data needed)")
@@ -396,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voices", type=int, default=8, help="synthetic voices to create (>= 4)")
     s.add_argument("--force", action="store_true", help="retrain even if OUT has a finished model")
     s.add_argument("--quick", action="store_true", help="a seconds-long smoke run (for tests)")
+    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
     s.set_defaults(func=cmd_demo)
     return p
 

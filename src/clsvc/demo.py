@@ -80,7 +80,7 @@ def synthesise(corpus: Path, n_voices: int, n_sentences: int) -> None:
 
 
 def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = False,
-             quick: bool = False) -> dict:
+             quick: bool = False, vocoder: str = "griffin-lim") -> dict:
     """Synthesise voices, train for ``minutes``, convert held-out sentences and score them into ``out``."""
     from .audio import load_wav, save_wav
     from .config import load_config
@@ -128,7 +128,7 @@ def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = Fa
         train(cfg, feats, run, progress=not quick)
 
     print("[4/5] converting held-out sentences")
-    vc = load(last)
+    vc = load(last, vocoder=vocoder)
     conv_dir = out / "converted"
     conv_dir.mkdir(exist_ok=True)
     test_ids = list(range(first_test, n_sent + 1))

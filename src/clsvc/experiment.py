@@ -181,7 +181,7 @@ def train_system(spec: SystemSpec, exp: Experiment, feats: Path, run: Path, prog
 
 
 def run_experiment(path: str | Path, work: str | Path | None = None, only: list[str] | None = None,
-                   progress: bool = True, force_eval: bool = False) -> dict:
+                   progress: bool = True, force_eval: bool = False, vocoder: str = "griffin-lim") -> dict:
     """Train, evaluate and compare every system of the experiment file (resumable)."""
     from .evaluation.suite import eval_config, evaluate
 
@@ -203,7 +203,7 @@ def run_experiment(path: str | Path, work: str | Path | None = None, only: list[
             print(f"[{i}/{len(systems)}] {spec.name}: evaluate", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             evaluate(out, feats, checkpoint=ckpt, cfg=cfg, progress=progress, force=True, title=spec.name,
-                     bounds_cache=work / "eval" / "bounds-cache.json")
+                     bounds_cache=work / "eval" / "bounds-cache.json", vocoder=vocoder)
         results[spec.name] = json.loads((out / "metrics.json").read_text())
         results[spec.name]["train"] = json.loads((run / DONE).read_text())
     from .evaluation import compare

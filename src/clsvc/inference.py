@@ -38,7 +38,7 @@ class Converter:
     """
 
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
-                 device: str | torch.device = "cpu", vocoder: str = "griffin-lim",
+                 device: str | torch.device = "cpu", vocoder: str | Path = "griffin-lim",
                  chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model"):
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
@@ -46,7 +46,7 @@ class Converter:
         self.mel_cfg = cfg.mel
         self.speakers = list(speakers)
         self.speaker_table = speaker_table
-        self.vocoder = get_vocoder(vocoder, cfg.mel)
+        self.vocoder = get_vocoder(vocoder, cfg.mel, self.device)
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
         self.checkpoint = checkpoint

@@ -48,7 +48,7 @@ __all__ = ["EvalConfig", "build_protocol", "eval_config", "evaluate", "read_pair
 def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = None,
              pairs_csv: str | Path | None = None, cfg: EvalConfig | None = None, device: str = "cpu",
              force: bool = False, progress: bool = True, title: str | None = None,
-             bounds_cache: str | Path | None = None) -> dict[str, Any]:
+             bounds_cache: str | Path | None = None, vocoder: str = "griffin-lim") -> dict[str, Any]:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
@@ -77,7 +77,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     if checkpoint is not None:
         from ..inference import load
 
-        vc = load(checkpoint, device=device)
+        vc = load(checkpoint, device=device, vocoder=vocoder)
         if vc.mel_cfg != feats_mel:
             raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint}; "
                              "preprocess the corpus with the checkpoint's config")
@@ -106,7 +106,8 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         metrics = _run(protocol, vc, cfg, data, mel_cfg, entries, tmp, progress, bounds_cache,
                        meta={"checkpoint": str(checkpoint) if checkpoint else None,
                              "pairs_csv": str(pairs_csv) if pairs_csv else None,
-                             "data": str(data), "title": title})
+                             "data": str(data), "title": title, "vocoder": str(vocoder)},
+                       vocoder=vocoder, device=device)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
@@ -126,17 +127,23 @@ def eval_config(overrides: dict[str, Any] | None = None, where: str = "eval sett
     return from_dict(EvalConfig, overrides or {}, where)
 
 
+def _vocoder_id(vocoder: str) -> str:
+    """What the bound scores depend on of the vocoder: its name, or its file's path and time."""
+    path = Path(vocoder)
+    return f"{path.resolve()}@{path.stat().st_mtime_ns}" if path.is_file() else str(vocoder)
+
+
 class _BoundsCache:
     """Score rows of the two bounds by pair name, kept in a JSON file under a key of what they
     depend on (a cache made under other settings, or unreadable, is ignored and rewritten)."""
 
     def __init__(self, path: str | Path | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,
-                 pools: dict[str, list[str]]):
+                 pools: dict[str, list[str]], vocoder: str = "griffin-lim"):
         keep = {k: v for k, v in asdict(cfg).items()
                 if k not in ("samples", "probes", "tsne", "tsne_utterances", "tsne_speakers", "bounds")}
         self.path = Path(path) if path is not None else None
         self.key = json.dumps({"eval": keep, "data": str(Path(data).resolve()), "mel": asdict(mel_cfg),
-                               "pools": pools}, sort_keys=True)
+                               "pools": pools, "vocoder": _vocoder_id(vocoder)}, sort_keys=True)
         self.rows: dict[str, list[Row]] = {}
         if self.path is not None and self.path.is_file():
             try:
@@ -166,7 +173,7 @@ def _convert(vc: Converter, pair: Pair, src_mel: np.ndarray, audio: AudioCache) 
 
 def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,
          entries: list[Entry], out: Path, progress: bool, bounds_cache: str | Path | None,
-         meta: dict[str, Any]) -> dict[str, Any]:
+         meta: dict[str, Any], vocoder: str = "griffin-lim", device: str = "cpu") -> dict[str, Any]:
     """Convert and score every pair, then write the report files into the folder ``out``."""
     from tqdm import tqdm
 
@@ -175,11 +182,11 @@ def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, 
 
     t0 = time.time()
     audio = AudioCache(data, mel_cfg)
-    vocode = vc.vocode if vc is not None else get_vocoder("griffin-lim", mel_cfg)
+    vocode = vc.vocode if vc is not None else get_vocoder(vocoder, mel_cfg, device)
     sr = mel_cfg.sample_rate
     pairs = protocol.pairs
     ctx = ScoringContext.build(protocol, cfg, mel_cfg, audio, progress)
-    bounds = _BoundsCache(bounds_cache, cfg, data, mel_cfg, ctx.pools)
+    bounds = _BoundsCache(bounds_cache, cfg, data, mel_cfg, ctx.pools, vocoder)
     rows: list[Row] = []
     kept: dict[str, int] = {}
     for pair in tqdm(pairs, desc="evaluate", unit="pair", disable=not progress):

@@ -1,27 +1,68 @@
 """Vocoders turn normalised log-mels (frames, n_mels) back into 16 kHz waveforms.
 
-Griffin-Lim is the default (no weights, the exact inverse of :mod:`clsvc.audio`'s mel). A
-vocoder is any callable ``mel -> wav``; :func:`get_vocoder` builds one by name.
+* ``griffin-lim`` — no weights, the iterative inverse of :mod:`clsvc.audio`'s mel (the default).
+* a trained neural vocoder (:mod:`.system`: a Vocos-style generator), given as the path of its
+  checkpoint or exported file (``clsvc train --config vocoder-cpu``, ``clsvc export``).
+
+A vocoder is any callable ``mel -> wav``; :func:`get_vocoder` builds one from a name or path and
+refuses a neural vocoder trained on another mel definition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from ..config import MelConfig
+from ..config import MelConfig, to_dict
 from ..errors import ClsvcError
 from .griffin_lim import GriffinLim
 
 Vocoder = Callable[[np.ndarray], np.ndarray]
+GRIFFIN_LIM = ("griffin-lim", "griffinlim", "gl")
 
 
-def get_vocoder(name: str, cfg: MelConfig) -> Vocoder:
-    """A callable mel (frames, n_mels) -> waveform for a vocoder name (``griffin-lim``)."""
-    if name in ("griffin-lim", "griffinlim", "gl"):
+class NeuralVocoder:
+    """A trained generator as a callable mel (frames, n_mels) -> waveform (frames * hop,)
+    float32; runs under ``torch.inference_mode`` in overlapping chunks (no seams)."""
+
+    def __init__(self, model: torch.nn.Module, source: str, step: int):
+        self.model = model.eval()
+        self.source = source
+        self.step = step
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        return self.model.vocode(mel)  # type: ignore[operator]  # VocoderSystem.vocode
+
+    def __repr__(self) -> str:
+        return f"NeuralVocoder({self.source}, step {self.step})"
+
+
+def get_vocoder(name: str | Path, cfg: MelConfig, device: str | torch.device = "cpu") -> Vocoder:
+    """The vocoder ``name`` (``griffin-lim``, or a vocoder checkpoint / exported file) for mels
+    of ``cfg``; an unknown name, a file that is not a vocoder, or one trained on another mel
+    definition is one ClsvcError line."""
+    if str(name) in GRIFFIN_LIM:
         return GriffinLim(cfg)
-    raise ClsvcError(f"vocoder {name!r} is not available; use griffin-lim")
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+
+    path = Path(name)
+    if not path.is_file():
+        raise ClsvcError(f"vocoder {name}: no such file; use griffin-lim or the path of a vocoder checkpoint "
+                         "(clsvc train --config vocoder-cpu, then clsvc export)")
+    ckpt = load_checkpoint(path)
+    model, vcfg = model_from_checkpoint(ckpt, str(path))
+    if not hasattr(model, "vocode"):
+        raise ClsvcError(f"{path}: a {vcfg.model.system} checkpoint, not a vocoder; pass a vocoder's file "
+                         "to --vocoder (or griffin-lim)")
+    if vcfg.mel != cfg:
+        mine, theirs = to_dict(cfg), to_dict(vcfg.mel)
+        diff = ", ".join(f"mel.{k}" for k in mine if mine[k] != theirs.get(k))
+        raise ClsvcError(f"{path}: the vocoder was trained on another mel definition (differs in {diff}); "
+                         "use a vocoder trained on this model's features, or griffin-lim")
+    return NeuralVocoder(model.to(device), str(path), int(ckpt.get("step", 0)))
 
 
-__all__ = ["GriffinLim", "Vocoder", "get_vocoder"]
+__all__ = ["GRIFFIN_LIM", "GriffinLim", "NeuralVocoder", "Vocoder", "get_vocoder"]
