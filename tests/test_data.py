@@ -56,6 +56,19 @@ def test_folders_with_parallel_sentences(tmp_path):
     assert utts["v01_001"].transcript == "side car text" and utts["v01_001"].gender == ""
 
 
+def test_folders_with_arctic_prompts_and_speakers(tmp_path):
+    for spk in ("bdl", "slt"):
+        _wav(tmp_path / spk / "arctic_a0001.flac")
+        _wav(tmp_path / spk / "arctic_b0490.flac")
+    (tmp_path / "prompts.txt").write_text("arctic_a0001\tAuthor of the danger trail, Philip Steels, etc.\n"
+                                          "arctic_b0490  Not at this particular case.\n")
+    (tmp_path / "speakers.tsv").write_text("speaker\tgender\tsource\nbdl\tM\tCMU\nslt\tF\tCMU\n")
+    utts = {(u.speaker, u.utt_id): u for u in read_corpus(tmp_path)}
+    assert utts[("bdl", "arctic_a0001")].transcript == "Author of the danger trail, Philip Steels, etc."
+    assert utts[("slt", "arctic_b0490")].transcript == "Not at this particular case."
+    assert utts[("bdl", "arctic_b0490")].gender == "M" and utts[("slt", "arctic_a0001")].gender == "F"
+
+
 def test_empty_or_missing_corpus(tmp_path):
     with pytest.raises(ClsvcError, match="not found"):
         read_corpus(tmp_path / "nope")

@@ -138,9 +138,26 @@ def read_librispeech(root: Path) -> list[Utterance]:
     return utts
 
 
+def _read_prompts(root: Path) -> dict[str, str]:
+    """``prompts.txt`` (``UTT_ID<TAB or spaces>text`` per line, as CMU ARCTIC's prompts): id -> text."""
+    path = root / "prompts.txt"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) == 2:
+            out[parts[0]] = parts[1].strip()
+    return out
+
+
 def read_folders(root: Path) -> list[Utterance]:
-    """Utterances of a folder-per-speaker tree (optional prompts.txt and speakers.tsv)."""
+    """Utterances of a folder-per-speaker tree. Transcripts come from a side file per utterance
+    (``UTT.txt`` / ``UTT.lab``), else from ``prompts.txt`` at the root (``UTT_ID text`` per line,
+    shared by every speaker, as in ARCTIC), else from ``sentences.txt`` (line N is the text of
+    every utterance named ``*_N``); genders from ``speakers.tsv`` (``speaker<TAB>gender``)."""
     genders = _read_table_genders(root)
+    prompts = _read_prompts(root)
     sentences: list[str] = []
     if (root / "sentences.txt").is_file():
         sentences = (root / "sentences.txt").read_text(errors="replace").splitlines()
@@ -154,6 +171,8 @@ def read_folders(root: Path) -> list[Utterance]:
                 if side.is_file():
                     transcript = side.read_text(errors="replace").strip()
                     break
+            if not transcript:
+                transcript = prompts.get(path.stem, "")
             if not transcript and sentences:
                 m = re.search(r"_(\d+)$", path.stem)
                 if m and 1 <= int(m.group(1)) <= len(sentences):
