@@ -80,7 +80,7 @@ def _one_line_error(overrides, words):
 
 
 @pytest.mark.parametrize("override, key, allowed", [
-    ("model.system=foo", "model.system", "clsvc, autovc, vqvc, vae, stargan"),
+    ("model.system=foo", "model.system", "clsvc, autovc, vqvc, vae, stargan, vocoder"),
     ("model.norm=foo", "model.norm", "batch, group, none"),
     ("model.content_norm=foo", "model.content_norm", "none, instance"),
     ("model.speaker_classifier=foo", "model.speaker_classifier", "linear, cosine"),
@@ -108,7 +108,7 @@ def test_systems_come_from_the_literal():
 
     from clsvc.config import SYSTEMS, ModelConfig
 
-    assert SYSTEMS == ("clsvc", "autovc", "vqvc", "vae", "stargan")
+    assert SYSTEMS == ("clsvc", "autovc", "vqvc", "vae", "stargan", "vocoder")
     assert typing.get_args(typing.get_type_hints(ModelConfig)["system"]) == SYSTEMS
 
 

@@ -4,6 +4,7 @@ end to end on a tiny generated corpus (3 training speakers, 2 unseen)."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 
@@ -150,7 +151,7 @@ def test_evaluate_cli_writes_report_metrics_plots_and_samples(eval_data, cli, tm
     out = tmp_path / "ev"
     code, stdout, stderr = cli("evaluate", "--data", feats, "--checkpoint", ckpt, "--out", out,
                                "--seen-pairs", "3", "--unseen-pairs", "3", "--refs", "2", "--samples", "1",
-                               "--quiet")
+                               "--no-quality", "--no-pitch", "--quiet")  # those two: test_quality_and_pitch_columns
     assert code == 0, stderr
     assert "seen: n=3" in stdout and "unseen: n=3" in stdout
     m = json.loads((out / "metrics.json").read_text())
@@ -194,7 +195,7 @@ def test_scoring_another_systems_files(eval_data, cli, tmp_path):
         shutil.copy(r["source_audio"], tmp_path / r["converted"])
     out = tmp_path / "ev"
     code, stdout, stderr = cli("evaluate", "--data", feats, "--pairs", pairs, "--out", out, "--no-asr",
-                               "--no-bounds", "--quiet")
+                               "--no-bounds", "--no-quality", "--no-pitch", "--quiet")
     assert code == 0, stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["summary"]["seen"]["converted"]["closer"]["mean"] < 0.5
@@ -241,7 +242,8 @@ def test_every_baseline_is_evaluated_by_the_same_suite(system, eval_data, tmp_pa
     feats, _ = eval_data
     ckpt = train(load_config("cpu", TINY + SYSTEMS[system] + ["train.max_steps=3"]), feats, tmp_path / "run",
                  progress=False)
-    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, bounds=False, samples=0)
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, bounds=False, samples=0, quality=False,
+                     pitch=False)
     m = evaluate(tmp_path / "ev", feats, checkpoint=ckpt, cfg=cfg, progress=False)
     assert m["meta"]["system"] == system
     assert m["summary"]["seen"]["converted"]["cos_tgt"]["n"] == 2
@@ -260,7 +262,7 @@ def test_bounds_cache_reuses_the_bound_scores(eval_data, tmp_path, monkeypatch):
 
     feats, ckpt = eval_data
     cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, mcd=False, probes=False, tsne=False,
-                     samples=0)
+                     samples=0, quality=False, pitch=False)
     cache = tmp_path / "bounds.json"
     first = evaluate(tmp_path / "a", feats, checkpoint=ckpt, cfg=cfg, progress=False, bounds_cache=cache)
     assert cache.is_file()
@@ -277,3 +279,162 @@ def test_bounds_cache_reuses_the_bound_scores(eval_data, tmp_path, monkeypatch):
     evaluate(tmp_path / "c", feats, checkpoint=ckpt, cfg=EvalConfig(**{**cfg.__dict__, "seed": 1}),
              progress=False, bounds_cache=cache)
     assert "target_gl" in calls
+
+
+# ----------------------------------------------------------------------------- quality and F0 columns
+
+QUALITY_KEYS = {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
+F0_KEYS = {"f0_rmse_cents", "f0_corr", "vuv_error"}
+
+
+@pytest.mark.slow
+def test_quality_and_pitch_columns(eval_data, tmp_path):
+    """DNSMOS and F0 error on every kind, PESQ/STOI only on the real target's bound (the one audio
+    time-aligned with a recording), all in range, in scores.csv, metrics.json and the report.
+    Two seen pairs only: DNSMOS costs seconds per clip on a busy CPU."""
+    pytest.importorskip("speechmos")
+    pytest.importorskip("pyworld")
+    from clsvc.evaluation.suite import EvalConfig, evaluate
+
+    feats, ckpt = eval_data
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=0, asr=False, mcd=False, probes=False, tsne=False, samples=0)
+    m = evaluate(tmp_path / "ev", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    seen = m["summary"]["seen"]
+    for kind in ("converted", "target_gl", "source_gl"):
+        assert QUALITY_KEYS | F0_KEYS <= set(seen[kind]), kind
+        assert ({"pesq", "stoi"} <= set(seen[kind])) == (kind == "target_gl"), kind
+        for key in QUALITY_KEYS | F0_KEYS:
+            assert seen[kind][key]["n"] + seen[kind][key].get("nan", 0) == 2, (kind, key)
+    with (tmp_path / "ev" / "scores.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3
+    for r in rows:
+        for key in QUALITY_KEYS:
+            assert 1.0 <= float(r[key]) <= 5.0, r
+        # NaN where nothing is voiced in both (the 6-step model's conversion); else in range
+        cents, corr, vuv = float(r["f0_rmse_cents"]), float(r["f0_corr"]), float(r["vuv_error"])
+        assert (cents >= 0 or np.isnan(cents)) and (-1 <= corr <= 1 or np.isnan(corr)) and 0 <= vuv <= 1, r
+        if r["kind"] == "target_gl":
+            pesq, stoi = float(r["pesq"]), float(r["stoi"])
+            assert 1.0 <= pesq <= 4.65 or np.isnan(pesq), r  # NaN: PESQ found no utterance
+            assert 0.5 < stoi <= 1.0, r  # the vocoded recording against itself: aligned, intelligible
+            assert 0 <= cents < 200, r  # the same utterance: F0 found and close
+        else:
+            assert r["pesq"] == r["stoi"] == "", r
+    # NaN results are left out of the means and counted (n + nan = pairs, checked above).
+    pesq = seen["target_gl"]["pesq"]
+    assert pesq["n"] == 0 or 1.0 <= pesq["mean"] <= 4.65
+    report = (tmp_path / "ev" / "report.md").read_text()
+    for text in ("## Table 2", "DNSMOS SIG", "DNSMOS BAK", "DNSMOS OVRL", "PESQ (wb)", "STOI", "F0 RMSE (cents)",
+                 "F0 corr", "V/UV error", "DNSMOS P.835", "P.862.2", "log-F0 RMSE", "vocoder `griffin-lim`",
+                 "real target → vocoder (bound)", "unconverted source → vocoder (bound)"):
+        assert text in report, text
+    assert "→ GL" not in report
+
+
+def test_aligned_wav_is_the_audio_the_features_were_made_from(tmp_path):
+    """PESQ/STOI of the real target's bound need the recording with the timing of its features:
+    trimmed of silence as preprocess did (its recorded --trim-db), not the file as it is."""
+    import soundfile as sf
+
+    from clsvc.audio import trim_silence, wav_to_mel
+    from clsvc.config import MelConfig
+    from clsvc.data.manifest import Entry, write_features_info
+    from clsvc.evaluation.scoring import AudioCache
+
+    from helpers import SR, synth_utterance
+
+    cfg = MelConfig()
+    speech = synth_utterance(150.0, 1.0, seed=0, seconds=1.0)
+    rec = np.concatenate([np.zeros(int(0.4 * SR)), speech, np.zeros(int(0.3 * SR))]).astype(np.float32)
+    sf.write(tmp_path / "a.wav", rec, SR)
+    e = Entry("spk", "F", "a", "val", 0, "", str(tmp_path / "a.wav"))
+    audio = AudioCache(tmp_path, cfg)  # no features.json: preprocess's default 40 dB
+    assert audio.trim_db == 40.0
+    aligned = audio.aligned_wav(e)
+    assert np.array_equal(aligned, trim_silence(audio.wav(e), 40.0, cfg))
+    assert abs(len(aligned) - len(speech)) < 2 * cfg.win_length and len(audio.wav(e)) == len(rec)
+    assert len(wav_to_mel(aligned, cfg)) == 1 + len(aligned) // cfg.hop_length  # the features' frames
+    if importlib.util.find_spec("pystoi"):
+        from clsvc.evaluation.quality import stoi
+        from clsvc.vocoder import get_vocoder
+
+        vocoded = get_vocoder("griffin-lim", cfg, "cpu")(wav_to_mel(aligned, cfg))
+        assert stoi(aligned, vocoded, SR) > stoi(audio.wav(e), vocoded, SR) + 0.2
+    write_features_info(tmp_path, cfg, {"trim_db": 0})  # features made without trimming
+    assert len(AudioCache(tmp_path, cfg).aligned_wav(e)) == len(rec)
+
+
+@pytest.mark.parametrize("module, flag", [("quality", "--no-quality"), ("pitch", "--no-pitch")])
+def test_missing_quality_or_pitch_packages_is_one_error_before_any_work(module, flag, monkeypatch, capsys,
+                                                                        tmp_path):
+    from clsvc.cli import main
+
+    monkeypatch.setattr(importlib.import_module(f"clsvc.evaluation.{module}"), "available", lambda: False)
+    # No corpus and no checkpoint there: the error must come before either is read.
+    args = ["evaluate", "--data", str(tmp_path / "no-feats"), "--checkpoint", str(tmp_path / "no.pt"),
+            "--out", str(tmp_path / "ev"), "--no-asr"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "pip install 'clsvc[eval]'" in err and flag in err and "Traceback" not in err
+    assert not (tmp_path / "ev").exists()
+    # With the flag, the check passes and the run gets as far as the (missing) corpus.
+    assert main([*args, flag]) == 2
+    err = capsys.readouterr().err
+    assert "clsvc[eval]" not in err and "manifest" in err
+
+
+def test_bounds_cache_is_keyed_on_the_quality_and_pitch_flags(tmp_path):
+    """Bound scores made with other scorers, or by a version without these flags, are not reused."""
+    import dataclasses
+    import json
+
+    from clsvc.config import EvalConfig, MelConfig
+    from clsvc.evaluation.suite import _BoundsCache
+
+    def key(**flags):
+        return _BoundsCache(None, EvalConfig(**flags), tmp_path, MelConfig(), {}).key
+
+    assert len({key(), key(quality=False), key(pitch=False), key(quality=False, pitch=False)}) == 4
+    # A cache written before the flags existed: its key has no "quality"/"pitch".
+    cache = tmp_path / "bounds.json"
+    new = json.loads(key())
+    old = {**new, "eval": {k: v for k, v in new["eval"].items() if k not in ("quality", "pitch")}}
+    cache.write_text(json.dumps({"key": json.dumps(old, sort_keys=True), "rows": {"p": [{"kind": "target_gl"}]}}))
+    assert _BoundsCache(cache, EvalConfig(), tmp_path, MelConfig(), {}).rows == {}
+    cache.write_text(json.dumps({"key": key(), "rows": {"p": [{"kind": "target_gl"}]}}))
+    assert _BoundsCache(cache, EvalConfig(), tmp_path, MelConfig(), {}).rows  # same settings: reused
+    assert {f.name for f in dataclasses.fields(EvalConfig)} >= {"quality", "pitch"}
+
+
+def test_nan_scores_are_left_out_of_means_but_counted_and_reported():
+    from clsvc.evaluation.compare import table1
+    from clsvc.evaluation.metrics import summarize
+    from clsvc.evaluation.report import render
+
+    def row(kind, **scores):
+        return {"pair": "p", "condition": "seen", "gender_group": "", "kind": kind, "cos_tgt": 0.8, **scores}
+
+    rows = [row("converted", dnsmos_ovrl=3.0, f0_rmse_cents=50.0),
+            row("converted", dnsmos_ovrl=2.0, f0_rmse_cents=float("nan")),
+            row("target_gl", dnsmos_ovrl=3.5, pesq=3.0, stoi=0.9),
+            row("target_gl", dnsmos_ovrl=3.5, pesq=float("nan"), stoi=0.8)]
+    s = summarize(rows)["seen"]
+    assert s["converted"]["dnsmos_ovrl"]["mean"] == pytest.approx(2.5) and "nan" not in s["converted"]["dnsmos_ovrl"]
+    assert s["converted"]["f0_rmse_cents"]["n"] == 1 and s["converted"]["f0_rmse_cents"]["nan"] == 1
+    assert s["target_gl"]["pesq"] == {**s["target_gl"]["pesq"], "mean": 3.0, "n": 1, "nan": 1}
+    assert "pesq" not in s["converted"]  # never scored (None): left out, not counted
+    cfg = {"seed": 0, "threshold": 0.75, "refs": 3, "centroid_utterances": 10, "seen_target": "table"}
+    metrics = {"meta": {"checkpoint": None, "pairs_csv": "pairs.csv", "data": "feats", "title": "t",
+                        "vocoder": "runs/voc/last.pt", "date": "today", "minutes": 0.1, "eval_config": cfg,
+                        "notes": [], "pairs": {"seen": 2}, "parallel_pairs": 2},
+               "summary": summarize(rows)}
+    report = render(metrics)
+    assert "vocoder `runs/voc/last.pt`" in report and "(`runs/voc/last.pt`)" in report
+    assert "PESQ (wb): 1 of 2 (seen, real target → vocoder (bound))" in report
+    assert "F0 RMSE (cents): 1 of 2 (seen, converted)" in report
+    assert "| seen | converted |" in report.split("## Table 2")[1]
+    md = table1({"A": metrics})
+    assert "seen: DNSMOS OVRL" in md and "seen: F0 RMSE (cents)" in md and "2.50 ± " in md
+    assert "*real target → vocoder (bound)*" in md

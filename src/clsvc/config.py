@@ -320,11 +320,18 @@ class EvalConfig:
     seed: int = field(default=0, metadata=_help("seed of the protocol's choices"))
     mcd: bool = field(default=True, metadata=_help("audio (WORLD) and log-mel MCD on parallel pairs"))
     asr: bool = field(default=True, metadata=_help("pocketsphinx WER / CER"))
+    quality: bool = field(default=True, metadata=_help(
+        "DNSMOS P.835 SIG/BAK/OVRL of every audio; PESQ and STOI of the vocoded real target against the "
+        "recording"))
+    pitch: bool = field(default=True, metadata=_help(
+        "F0 error after DTW against the reference recording: log-F0 RMSE in cents, F0 correlation, "
+        "V/UV error (parallel pairs)"))
     probes: bool = field(default=True, metadata=_help("fresh speaker classifiers on the frozen codes"))
     tsne: bool = field(default=True, metadata=_help("t-SNE of speaker codes (the paper's Fig. 5)"))
     tsne_utterances: int = field(default=20, metadata=_help("utterances per speaker in the t-SNE"))
     tsne_speakers: int = field(default=20, metadata=_help("speakers in the t-SNE"))
-    bounds: bool = field(default=True, metadata=_help("also score the two Griffin-Lim bounds (slower)"))
+    bounds: bool = field(default=True, metadata=_help(
+        "also score the two bounds: real target and unconverted source through the vocoder"))
     samples: int = field(default=4, metadata=_help("converted wavs kept per condition"))
 
 

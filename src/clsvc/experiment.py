@@ -183,6 +183,7 @@ def train_system(spec: SystemSpec, exp: Experiment, feats: Path, run: Path, prog
 def run_experiment(path: str | Path, work: str | Path | None = None, only: list[str] | None = None,
                    progress: bool = True, force_eval: bool = False, vocoder: str = "griffin-lim") -> dict:
     """Train, evaluate and compare every system of the experiment file (resumable)."""
+    from .evaluation.scoring import check_scorers
     from .evaluation.suite import eval_config, evaluate
 
     exp = load_experiment(path)
@@ -191,8 +192,9 @@ def run_experiment(path: str | Path, work: str | Path | None = None, only: list[
     systems = [s for s in exp.systems if not only or s.name in only or s.slug in only]
     if only and not systems:
         raise ClsvcError(f"--only {','.join(only)} matches no system of {exp.source}")
-    feats = _features(exp, work, progress)
     cfg = eval_config(exp.eval, f"{exp.source}: eval")
+    check_scorers(cfg)  # a missing scorer package is reported before hours of training
+    feats = _features(exp, work, progress)
     results = {}
     for i, spec in enumerate(systems, 1):
         run = work / "runs" / spec.slug

@@ -13,7 +13,9 @@ from .metrics import KIND_LABEL, METRICS, Metric
 from .report import finish_share_plot, pyplot
 
 # The Table 1 columns: a subset of the suite's metrics (same labels, digits and CI kind).
-COLUMNS = [m for m in METRICS if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer")]
+# DNSMOS OVRL stands in for the paper's MOS column; F0 RMSE: how far the pitch is from the target's.
+COLUMNS = [m for m in METRICS if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer",
+                                           "dnsmos_ovrl", "f0_rmse_cents")]
 
 
 def _cell(metrics: dict[str, Any], group: str, kind: str, m: Metric) -> str:

@@ -7,6 +7,7 @@ comparison, so the three agree on keys, labels and digits.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,14 @@ Row = dict[str, Any]
 CONDITIONS = ("seen", "unseen")
 
 #: The audio scored for every pair: the conversion, and two bounds through the same
-#: mel -> Griffin-Lim path (the real target utterance, the unconverted source).
+#: mel -> vocoder path as the conversion (the real target utterance, the unconverted source).
+#: The keys are kept in ``scores.csv``, ``metrics.json`` and bounds caches; they say ``gl`` from
+#: the days when Griffin-Lim was the only vocoder (``meta["vocoder"]`` names the one used).
 KINDS = ("converted", "target_gl", "source_gl")
 
 #: How each audio kind is named in tables and figures.
-KIND_LABEL = {"converted": "converted", "target_gl": "real target → GL (bound)",
-              "source_gl": "unconverted source → GL (bound)"}
+KIND_LABEL = {"converted": "converted", "target_gl": "real target → vocoder (bound)",
+              "source_gl": "unconverted source → vocoder (bound)"}
 
 
 @dataclass(frozen=True)
@@ -35,20 +38,23 @@ class Metric:
     ``key`` names it in ``scores.csv`` / ``metrics.json``; ``label`` heads its table column
     (``thr`` stands for the acceptance threshold); ``proportion``: a share of 0/1 flags
     (Wilson interval, shown in percent), else a mean (Student-t interval) shown with ``digits``
-    decimals.
+    decimals; ``table``: the report table that shows it (1: speaker similarity, MCD and ASR;
+    2: audio quality and F0 error).
     """
 
     key: str
     label: str
     proportion: bool
     digits: int
+    table: int = 1
 
     def heading(self, threshold: float) -> str:
         """The column label with the acceptance threshold filled in."""
         return self.label.replace("thr", str(threshold))
 
     def estimate(self, values: Sequence[float | None]) -> Estimate:
-        """Summary of one group's values (``None`` = not scored, skipped)."""
+        """Summary of one group's values (``None`` = not scored and NaN = scored without a result
+        (e.g. PESQ found no utterance) are both skipped; ``n`` counts the values used)."""
         return proportion_ci(values) if self.proportion else mean_ci(values)
 
     def cell(self, d: dict[str, Any] | None) -> str:
@@ -69,6 +75,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("id_source", "identified as source", True, 0),
     Metric("wer", "WER", False, 3),
     Metric("cer", "CER", False, 3),
+    # Audio quality (clsvc.evaluation.quality): DNSMOS P.835 needs no reference, so every kind
+    # gets it; PESQ and STOI are intrusive and only the real target's bound is time-aligned with a
+    # recording (see scoring.score_kind).
+    Metric("dnsmos_sig", "DNSMOS SIG", False, 2, table=2),
+    Metric("dnsmos_bak", "DNSMOS BAK", False, 2, table=2),
+    Metric("dnsmos_ovrl", "DNSMOS OVRL", False, 2, table=2),
+    Metric("pesq", "PESQ (wb)", False, 2, table=2),
+    Metric("stoi", "STOI", False, 3, table=2),
+    # F0 error against the target speaker's recording of the same sentence after DTW
+    # (clsvc.evaluation.pitch; parallel pairs). The V/UV error is a per-utterance share of frames,
+    # averaged like a score (Student-t), not a share of 0/1 flags.
+    Metric("f0_rmse_cents", "F0 RMSE (cents)", False, 1, table=2),
+    Metric("f0_corr", "F0 corr", False, 3, table=2),
+    Metric("vuv_error", "V/UV error", False, 3, table=2),
 )
 
 #: Metrics by key.
@@ -78,7 +98,13 @@ METRIC = {m.key: m for m in METRICS}
 def summarize(rows: list[Row]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     """``{group: {kind: {metric key: Estimate dict}}}`` of the score rows (one per pair and
     audio kind), for groups ``seen``, ``unseen`` and ``seen/same-gender`` etc. where genders are
-    known. Metrics no row of a group has (e.g. MCD without parallel pairs) are left out."""
+    known. Metrics no row of a group has (e.g. MCD without parallel pairs) are left out.
+
+    A value is ``None`` when the metric was not scored on that row and NaN when it was scored but
+    gave no result (PESQ found no utterance, STOI too little speech, F0 with no voiced frames).
+    Both are left out of the estimate (its ``n`` counts only real values); the NaNs are counted
+    in an extra ``"nan"`` entry of the metric's dict (present only when there are any), since a
+    scorer that gives up is itself a finding about the audio."""
     groups: dict[str, list[Row]] = {}
     for r in rows:
         groups.setdefault(r["condition"], []).append(r)
@@ -96,5 +122,9 @@ def summarize(rows: list[Row]) -> dict[str, dict[str, dict[str, dict[str, Any]]]
                 vals = [r.get(m.key) for r in rs]
                 if all(v is None for v in vals):
                     continue
-                out[g][kind][m.key] = m.estimate(vals).to_dict()
+                est = m.estimate(vals).to_dict()
+                nans = sum(v is not None and math.isnan(v) for v in vals)
+                if nans:
+                    est["nan"] = nans
+                out[g][kind][m.key] = est
     return out

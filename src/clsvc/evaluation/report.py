@@ -99,6 +99,7 @@ def _acc(value: float) -> str:
 def render(metrics: dict[str, Any]) -> str:
     """Markdown report of a ``metrics.json`` dict."""
     from .mcd import PROTOCOL as MCD_PROTOCOL
+    from .pitch import PROTOCOL as F0_PROTOCOL
 
     meta, summary = metrics["meta"], metrics["summary"]
     cfg = meta["eval_config"]
@@ -107,7 +108,8 @@ def render(metrics: dict[str, Any]) -> str:
     lines = [f"# Evaluation: {title}", ""]
     what = (f"checkpoint `{meta['checkpoint']}`" + (f" (step {meta['step']})" if meta.get("step") else "")
             if meta.get("checkpoint") else f"converted files listed in `{meta['pairs_csv']}`")
-    lines += [f"{what}; corpus `{meta['data']}`; {meta['pairs'].get('seen', 0)} seen and "
+    vocoder = meta.get("vocoder") or "griffin-lim"  # reports written before the choice: Griffin-Lim
+    lines += [f"{what}; vocoder `{vocoder}`; corpus `{meta['data']}`; {meta['pairs'].get('seen', 0)} seen and "
               f"{meta['pairs'].get('unseen', 0)} one-shot pairs ({meta['parallel_pairs']} with a "
               f"ground-truth target recording); seed {cfg['seed']}; {meta['date']}, "
               f"{meta['minutes']:.1f} min.", ""]
@@ -117,21 +119,18 @@ def render(metrics: dict[str, Any]) -> str:
         lines.append("")
 
     shown = [m for m in METRICS if any(m.key in kinds.get(k, {}) for kinds in summary.values() for k in kinds)]
-    header = "| condition | audio | " + " | ".join(m.heading(cfg["threshold"]) for m in shown) + " |"
-    rule = "|" + "---|" * (2 + len(shown))
-    lines += ["## Table 1: conversion quality (mean ± 95% CI; shares with Wilson 95% intervals)", "",
-              header, rule]
-    for group in (g for g in summary if "/" not in g):
-        for kind, ms in summary[group].items():
-            cells = [m.cell(ms.get(m.key)) for m in shown]
-            if kind == "target_gl" and "mcd_feat" in [m.key for m in shown]:
-                cells[[m.key for m in shown].index("mcd_feat")] = "0 (by definition)"
-            lines.append(f"| {group} | {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
-    lines.append("")
+    for table, heading in TABLES.items():
+        cols = [m for m in shown if m.table == table]
+        if cols:
+            lines += [heading, "", *_table(summary, cols, cfg["threshold"]), ""]
+    missing = _nan_notes(summary, shown)
+    if missing:
+        lines += ["Scored without a result (left out of the means above): " + "; ".join(missing) + ".", ""]
     gender = [g for g in summary if "/" in g]
     if gender:
         keys: list[Metric] = [m for m in shown if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "cos_src",
-                                                            "closer", "id_target", "id_source", "wer")]
+                                                            "closer", "id_target", "id_source", "wer",
+                                                            "dnsmos_ovrl", "f0_rmse_cents")]
         lines += ["## Same-gender vs cross-gender (converted audio)", "",
                   "| group | " + " | ".join(m.label for m in keys) + " |", "|" + "---|" * (1 + len(keys))]
         for g in gender:
@@ -179,6 +178,52 @@ def render(metrics: dict[str, Any]) -> str:
               "* ASR: pocketsphinx (US English model shipped with it), WER/CER with jiwer on "
               "lower-cased text without punctuation, against the transcript (or the ASR of the real "
               "source when there is none).",
-              "* Bounds: the real target utterance and the unconverted source, both through the same "
-              "mel → Griffin-Lim path as the converted audio.", ""]
+              "* Audio quality: DNSMOS P.835 (Microsoft's no-reference predictor of P.835 listening "
+              "tests; ONNX models of the speechmos package) on a 1–5 MOS scale — SIG: quality of the "
+              "speech signal, BAK: background noise (higher = less intrusive), OVRL: overall quality. "
+              "A no-reference stand-in for a listening test's MOS, trained on real noisy and enhanced "
+              "speech: compare systems on the same pairs rather than read it as an absolute MOS. "
+              "Clips shorter than 9 s are looped up to the model's 9 s window.",
+              "* PESQ (ITU-T P.862.2 wide-band, MOS-LQO 1.04–4.64) and STOI (intelligibility, 0–1) "
+              "of the real target through the vocoder against its recording (trimmed of silence as "
+              "the features were, so both have the same timing): the copy-synthesis quality of the "
+              "vocoder. Both compare signals frame by frame and need the same timing, which converted "
+              "audio (the source's timing) does not share with any recording, so it gets neither.",
+              "* " + F0_PROTOCOL + " The reference is the target speaker's recording of the same "
+              "sentence (parallel pairs), for the converted audio and both bounds.",
+              f"* Bounds: the real target utterance and the unconverted source, both through the same "
+              f"mel → vocoder (`{vocoder}`) path as the converted audio.", ""]
     return "\n".join(lines) + "\n"
+
+
+#: The report's tables of :data:`~.metrics.METRICS`, by :attr:`~.metrics.Metric.table`.
+TABLES = {1: "## Table 1: conversion quality (mean ± 95% CI; shares with Wilson 95% intervals)",
+          2: "## Table 2: audio quality and F0 error (mean ± 95% CI)"}
+
+
+def _table(summary: dict[str, Any], cols: list[Metric], threshold: float) -> list[str]:
+    """Rows of one table: a line per condition and audio kind, a column per metric."""
+    lines = ["| condition | audio | " + " | ".join(m.heading(threshold) for m in cols) + " |",
+             "|" + "---|" * (2 + len(cols))]
+    keys = [m.key for m in cols]
+    for group in (g for g in summary if "/" not in g):
+        for kind, ms in summary[group].items():
+            cells = [m.cell(ms.get(m.key)) for m in cols]
+            if kind == "target_gl" and "mcd_feat" in keys:
+                cells[keys.index("mcd_feat")] = "0 (by definition)"
+            lines.append(f"| {group} | {KIND_LABEL[kind]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _nan_notes(summary: dict[str, Any], shown: list[Metric]) -> list[str]:
+    """``"PESQ (wb): 1 of 6 (seen, real target → vocoder (bound))"`` for every metric of every
+    condition and audio kind with values scored without a result (NaN; see
+    :func:`~.metrics.summarize`)."""
+    notes = []
+    for group in (g for g in summary if "/" not in g):
+        for kind, ms in summary[group].items():
+            for m in shown:
+                d = ms.get(m.key) or {}
+                if d.get("nan"):
+                    notes.append(f"{m.label}: {d['nan']} of {d['nan'] + d['n']} ({group}, {KIND_LABEL[kind]})")
+    return notes

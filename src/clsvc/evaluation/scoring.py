@@ -1,11 +1,13 @@
 """Scoring of ``clsvc evaluate``: every metric of one audio of a pair, and the model probes.
 
-Each pair's audio (the conversion and the two Griffin-Lim bounds) becomes one *score row*: a
-dict with the pair's columns (:data:`ROW_FIELDS`) and the metrics of
+Each pair's audio (the conversion and the two bounds through the same vocoder) becomes one
+*score row*: a dict with the pair's columns (:data:`ROW_FIELDS`) and the metrics of
 :data:`~clsvc.evaluation.metrics.METRICS` it could be scored on — Resemblyzer cosine to the
 target and source centroids, acceptance at the threshold and nearest-centroid identification
 among the condition's speakers; MCD against the target speaker's recording of the same sentence
-(parallel pairs); WER / CER of pocketsphinx against the source transcript.
+(parallel pairs); WER / CER of pocketsphinx against the source transcript; DNSMOS P.835 (no
+reference); PESQ and STOI of the real target's bound against its recording; F0 error against the
+target speaker's recording of the same sentence (parallel pairs).
 
 What the scores are measured against (centroids, identification pools, real audio, reference
 transcripts) is a :class:`ScoringContext`, built once per evaluation from the protocol.
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import EvalConfig, MelConfig
-from ..data.manifest import Entry, features_n_mels, load_feature
+from ..data.manifest import Entry, features_n_mels, load_feature, read_features_info
 from ..errors import ClsvcError
 from .metrics import CONDITIONS, METRICS, Row
 from .protocol import Pair, Protocol
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
 
 #: The columns every score row starts with.
 ROW_FIELDS = ("pair", "condition", "gender_group", "kind", "source", "target", "parallel")
+
+#: ``clsvc preprocess``'s default ``--trim-db``, for feature folders that did not record theirs.
+DEFAULT_TRIM_DB = 40.0
 
 #: The columns of ``scores.csv``.
 SCORE_COLUMNS = [*ROW_FIELDS, "identified", *(m.key for m in METRICS)]
@@ -51,6 +56,11 @@ class AudioCache:
         self.n_mels = features_n_mels(feats_dir)
         self._wav: dict[str, np.ndarray] = {}
         self._emb: dict[str, np.ndarray] = {}
+        settings = (read_features_info(feats_dir) or {}).get("preprocess")
+        trim_db = settings.get("trim_db") if isinstance(settings, dict) else None
+        #: The silence trimming the features were made with (``clsvc preprocess --trim-db``;
+        #: its default for folders that did not record it).
+        self.trim_db = float(trim_db) if isinstance(trim_db, (int, float)) else DEFAULT_TRIM_DB
 
     def mel(self, e: Entry) -> np.ndarray:
         """The utterance's stored log-mel (frames, n_mels) in [0, 1], validated (not cached: read
@@ -67,6 +77,15 @@ class AudioCache:
                                  "points at the original corpus); restore the corpus or re-run preprocess")
             self._wav[e.source] = load_wav(e.source, self.mel_cfg)
         return self._wav[e.source]
+
+    def aligned_wav(self, e: Entry) -> np.ndarray:
+        """The waveform the utterance's stored features were made from: :meth:`wav` with its
+        leading and trailing silence trimmed as ``clsvc preprocess`` trimmed it (same function,
+        same threshold), so that audio vocoded from :meth:`mel` has the same timing, sample for
+        sample (not cached: cut from the cached waveform each time)."""
+        from ..audio import trim_silence
+
+        return trim_silence(self.wav(e), self.trim_db, self.mel_cfg)
 
     def embedding(self, e: Entry) -> np.ndarray:
         """The utterance's unit Resemblyzer d-vector (256,)."""
@@ -103,6 +122,7 @@ class ScoringContext:
 
         from .similarity import centroid
 
+        check_scorers(cfg)
         pairs = protocol.pairs
         speakers = sorted({p.source.speaker for p in pairs} | {p.target.speaker for p in pairs}
                           | {s for c in {p.condition for p in pairs} for s in protocol.pools.get(c, [])})
@@ -125,13 +145,35 @@ class ScoringContext:
                 asr_cache[pair.source.source] = transcribe(audio.wav(pair.source), mel_cfg.sample_rate)
             return asr_cache[pair.source.source]
 
-        if cfg.asr:
-            from .asr import available
-
-            if not available():
-                raise ClsvcError("ASR scoring needs pocketsphinx and jiwer: pip install 'clsvc[eval]' "
-                                 "(or pass --no-asr)")
         return cls(cfg, mel_cfg, centroids, pools, audio, reference_text)
+
+
+def check_scorers(cfg: EvalConfig) -> None:
+    """One ClsvcError naming the fix when a scorer ``cfg`` turns on lacks its optional packages
+    (called before any work, so a long evaluation does not stop at its first score)."""
+    if cfg.asr:
+        from . import asr
+
+        if not asr.available():
+            raise ClsvcError("ASR scoring needs pocketsphinx and jiwer: pip install 'clsvc[eval]' "
+                             "(or pass --no-asr)")
+    if cfg.quality:
+        from . import quality
+
+        if not quality.available():
+            raise ClsvcError("quality scoring (DNSMOS, PESQ, STOI) needs speechmos, onnxruntime, pesq and "
+                             "pystoi: pip install 'clsvc[eval]' (or pass --no-quality)")
+    if cfg.pitch:
+        import warnings
+
+        from . import pitch
+
+        with warnings.catch_warnings():  # pyworld imports the deprecated pkg_resources; not ours to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            have = pitch.available()
+        if not have:
+            raise ClsvcError("F0 scoring needs pyworld and pysptk: pip install 'clsvc[eval]' "
+                             "(or pass --no-pitch)")
 
 
 def new_row(pair: Pair, kind: str) -> Row:
@@ -144,7 +186,9 @@ def new_row(pair: Pair, kind: str) -> Row:
 def score_kind(row: Row, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: ScoringContext) -> None:
     """Fill ``row`` with every metric of one audio (converted or a bound) of ``pair``:
     ``wav`` its float32 waveform at ``ctx.mel_cfg.sample_rate`` Hz, ``mel`` its log-mel
-    (frames, n_mels). MCD needs a parallel pair; a metric that cannot be computed is ``None``."""
+    (frames, n_mels). MCD and F0 error need a parallel pair, PESQ and STOI the real target's
+    bound; a metric that cannot be computed is ``None``, one whose scorer found nothing to score
+    (e.g. PESQ no utterance) is NaN (see :func:`~.metrics.summarize`)."""
     from ..dvector import embed_wav
     from .similarity import cosine
 
@@ -176,12 +220,45 @@ def score_kind(row: Row, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: Scor
         if ref:
             rates = error_rates(ref, transcribe(wav, sr))
             row["wer"], row["cer"] = rates["wer"], rates["cer"]
+    if cfg.quality:
+        from .quality import dnsmos, pesq_wb, stoi
+
+        mos = _safe_scores(lambda: dnsmos(wav, sr))
+        if mos is not None:
+            row["dnsmos_sig"], row["dnsmos_bak"], row["dnsmos_ovrl"] = mos["sig"], mos["bak"], mos["ovrl"]
+        # PESQ and STOI are intrusive: they compare the audio with a reference of the *same
+        # timing*, frame by frame (STOI compensates no delay at all, PESQ only constant and
+        # piecewise delays). Only the real target's bound has one: it is the vocoded mel of that
+        # very recording, which the features were cut from (aligned_wav), so they measure the
+        # vocoder's copy-synthesis quality. Converted audio keeps the source's timing, and the
+        # target speaker's recording of the same sentence has its own, so it (and the source's
+        # bound) gets no PESQ/STOI; MCD and F0 error align with DTW instead.
+        if row["kind"] == "target_gl":
+            ref_wav = ctx.audio.aligned_wav(pair.target)
+            # pesq's own errors (e.g. BufferTooShortError) are RuntimeErrors: not scored
+            row["pesq"] = _safe(lambda: pesq_wb(ref_wav, wav, sr), (ValueError, RuntimeError))
+            row["stoi"] = _safe(lambda: stoi(ref_wav, wav, sr))
+    if cfg.pitch and pair.parallel:
+        from .pitch import f0_error
+
+        real = ctx.audio.wav(pair.target)
+        f0 = _safe_scores(lambda: f0_error(real, wav, sr))
+        if f0 is not None:
+            row["f0_rmse_cents"], row["f0_corr"] = f0["log_f0_rmse_cents"], f0["f0_corr"]
+            row["vuv_error"] = f0["vuv_error"]
 
 
-def _safe(fn: Callable[[], float]) -> float | None:
+def _safe(fn: Callable[[], float], errors: tuple[type[Exception], ...] = (ValueError,)) -> float | None:
     try:
         return float(fn())
-    except ValueError:  # e.g. nothing but silence after dropping silent frames
+    except errors:  # e.g. nothing but silence after dropping silent frames
+        return None
+
+
+def _safe_scores(fn: Callable[[], dict[str, float]]) -> dict[str, float] | None:
+    try:
+        return fn()
+    except ValueError:  # an empty or non-finite waveform
         return None
 
 

@@ -7,8 +7,9 @@ converts each pair through :class:`clsvc.inference.Converter`: the target voice 
 pair's reference utterances, or is the stored vector of a training speaker.
 
 Every pair is scored (:mod:`.scoring`) three times: the converted audio, and two bounds through
-the same mel -> Griffin-Lim path — the real target utterance (the best a mel system can score
-with this vocoder) and the unconverted source (what no conversion looks like).
+the same mel -> vocoder path (``--vocoder``: Griffin-Lim or a trained neural vocoder) — the
+real target utterance (the best a mel system can score with this vocoder) and the unconverted
+source (what no conversion looks like).
 
 Outputs (``OUT/``): ``report.md``, ``metrics.json`` (every figure as mean, 95% CI, n),
 ``pairs.csv`` (the protocol), ``scores.csv`` (one row per pair and audio kind), ``plots/*.png``
@@ -36,7 +37,7 @@ from . import report
 from .metrics import CONDITIONS, Row, summarize
 from .probes import NO_CONTENT
 from .protocol import Pair, Protocol, build_protocol, read_pairs, write_pairs
-from .scoring import AudioCache, ScoringContext, new_row, probe_speakers, speaker_code_tsne, write_scores
+from .scoring import AudioCache, ScoringContext, check_scorers, new_row, probe_speakers, speaker_code_tsne, write_scores
 from .scoring import score_kind as _score_kind  # looked up here per call: tests count the scored kinds
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         raise ClsvcError(f"{out}: already exists; pass --force to replace it or choose another --out")
     if str(out.parent) and not out.parent.is_dir():
         raise ClsvcError(f"{out}: folder {out.parent} does not exist; create it first")
+    check_scorers(cfg)  # missing optional packages: one error before any work
     entries = read_manifest(data)
     feats_mel = read_features_mel(data) or MelConfig()
 
