@@ -479,3 +479,21 @@ def test_two_concurrent_converts_to_one_output(ckpt, wavs, tmp_path):
     wav, sr = sf.read(out)
     assert sr == SR and len(wav) > 0 and np.isfinite(wav).all()
     assert _files(tmp_path) == ["same.wav"]
+
+
+def test_atomic_dir_replaces_a_folder_whole_or_not_at_all(tmp_path):
+    from clsvc.files import atomic_dir
+
+    out = tmp_path / "report"
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("1")
+    assert (out / "a.txt").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "b.txt").write_text("half")
+        raise RuntimeError("killed half way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # old folder kept, no temp left
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"]
+    with atomic_dir(out) as tmp:
+        (tmp / "c.txt").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

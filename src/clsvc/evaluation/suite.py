@@ -20,8 +20,6 @@ end, so an interrupted run leaves no half-written report.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 from ..config import EvalConfig, MelConfig, from_dict
 from ..data.manifest import Entry, read_features_mel, read_manifest
 from ..errors import ClsvcError
+from ..files import atomic_dir
 from ..models import Reference
 from . import report
 from .metrics import CONDITIONS, Row, summarize
@@ -99,27 +98,14 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
                          "unseen speakers — see `clsvc preprocess --holdout-per-speaker/--num-unseen`")
 
     mel_cfg = vc.mel_cfg if vc is not None else feats_mel
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "plots").mkdir(parents=True)
-    (tmp / "samples").mkdir()
-    try:
+    with atomic_dir(out) as tmp:
+        (tmp / "plots").mkdir()
+        (tmp / "samples").mkdir()
         metrics = _run(protocol, vc, cfg, data, mel_cfg, entries, tmp, progress, bounds_cache,
                        meta={"checkpoint": str(checkpoint) if checkpoint else None,
                              "pairs_csv": str(pairs_csv) if pairs_csv else None,
                              "data": str(data), "title": title, "vocoder": str(vocoder)},
                        vocoder=vocoder, device=device)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return metrics
 
 
