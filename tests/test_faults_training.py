@@ -30,7 +30,8 @@ import torch
 from clsvc.checkpoint import load_checkpoint
 from clsvc.errors import ClsvcError
 from clsvc.training import read_log, train
-from clsvc.training.loop import StopSignals, TrainingStopped, lock_run
+from clsvc.training.run_dir import lock_run
+from clsvc.training.signals import StopSignals, TrainingStopped
 
 from helpers import TINY, read_run, tiny_config
 

@@ -27,18 +27,11 @@ Stopping and resuming (``--resume`` continues exactly as if the run had not stop
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
-import re
-import shutil
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 import numpy as np
@@ -54,12 +47,22 @@ from ..errors import ClsvcError
 from ..files import atomic_write_text
 from ..models import Reference, System, build_system, system_class
 from . import distributed as dist_utils
+from .run_dir import (
+    CONFIG,
+    LAST,
+    LOG,
+    check_run_dir,
+    is_write_failure,
+    lock_run,
+    make_run_dir,
+    read_rows,
+    remove_orphans,
+    trim_log,
+    write_failure,
+)
+from .signals import StopSignals, TrainingStopped, signal_name
 from .state import TrainState, build_optimizers, payload, reset_lrs, restore, rng_state, set_rng_state
 
-LAST = "last.pt"
-LOG = "log.jsonl"
-CONFIG = "config.yaml"
-LOCK = ".lock"  # flock()ed by the live trainer of a run folder
 # Per-utterance vectors that do not change with training (d-vectors), cached beside the features.
 VOICE_CACHE = "voice_vectors.npz"
 # Utterances per speaker a voice part sees before training (AutoVC trains on their mean d-vector).
@@ -171,69 +174,6 @@ def speaker_table(model: System, data: FeatureSet, per_speaker: int, mel_cfg: Me
 # stopping on signals
 
 
-class TrainingStopped(KeyboardInterrupt):
-    """Training ended early on signal ``signum`` (SIGINT: Ctrl-C, SIGTERM: ``kill`` or a job
-    scheduler). A ``KeyboardInterrupt``, so whatever handles Ctrl-C handles it too; the message
-    says what was saved and how to continue; the CLI exits with ``128 + signum``."""
-
-    def __init__(self, signum: int, message: str):
-        super().__init__(message)
-        self.signum = int(signum)
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-class StopSignals:
-    """SIGINT/SIGTERM handlers for the duration of a ``with`` block (the previous handlers come
-    back after it). The first signal only records itself in :attr:`signum`: the training loop
-    looks at it between steps, saves the last completed step and stops. The same signal again,
-    :attr:`repeat_s` seconds or more after the first, raises :class:`TrainingStopped` at once,
-    wherever the program is (nothing more is saved; files being written are atomic, so they stay
-    whole). Sooner it is the same request delivered twice (a terminal's Ctrl-C reaches torchrun's
-    workers both directly and forwarded by torchrun; a scheduler signals every process of a job)
-    and is ignored. Installed from the main thread only (Python delivers signals there); a signal
-    the process ignores (``SIG_IGN``, e.g. a background job's SIGINT) stays ignored."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    repeat_s = 1.0
-
-    def __init__(self, last: Path):
-        self.last = last
-        self.signum = 0  # the first signal received, 0 while none
-        self._first: dict[int, float] = {}  # signal -> when it first came (time.monotonic)
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                old = signal.getsignal(s)
-                if old == signal.SIG_IGN:
-                    continue
-                self._old[s] = signal.SIG_DFL if old is None else old
-                signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, old in self._old.items():
-            signal.signal(s, old)
-        self._old.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if signum not in self._first:
-            self._first[signum] = now
-            self.signum = self.signum or signum
-        elif now - self._first[signum] >= self.repeat_s:
-            raise TrainingStopped(
-                signum, f"second {_signal_name(signum)}: stopped at once without saving the step in progress; "
-                f"{self.last} holds the last step saved before it (if any): continue with --resume")
-
-
 # ----------------------------------------------------------------------------------------------
 # the run folder
 
@@ -290,144 +230,6 @@ def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
             )
 
 
-def _check_run_dir(run: Path, resume: bool) -> None:
-    """What can be refused about the run folder without writing anything."""
-    last = run / "checkpoints" / LAST
-    if run.exists() and not run.is_dir():
-        raise ClsvcError(f"{run}: is a file, not a folder; choose another --out")
-    if not resume and last.exists():
-        raise ClsvcError(
-            f"{run}: already holds a trained run ({last}); pass --resume to continue it or "
-            "choose another --out"
-        )
-    if resume and not last.exists():
-        raise ClsvcError(f"{run}: nothing to resume (no checkpoints/{LAST}); drop --resume to start")
-    parent = run
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        what = "folder is not writable" if parent == run else f"cannot create the run folder ({parent} is not writable)"
-        raise ClsvcError(f"{run}: {what}; choose another --out")
-
-
-def lock_run(run: Path) -> IO[str]:
-    """Hold ``run/.lock`` (an exclusive ``flock``) until the returned file is closed or the
-    process ends; a ClsvcError when another live process holds it. File systems without
-    locks (or a platform without ``fcntl``) get the file unlocked."""
-    try:
-        f = (run / LOCK).open("a+")
-    except OSError as e:
-        raise ClsvcError(f"{run}: cannot write in the run folder ({e.strerror}); choose a writable --out") from None
-    try:
-        import fcntl
-    except ImportError:
-        return f
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip()
-        f.close()
-        pid = f" (process {holder})" if holder.isdigit() else ""
-        raise ClsvcError(
-            f"{run}: another trainer is running on this run folder{pid}; wait for it to finish or "
-            "stop it (Ctrl-C / kill) before --resume, or choose another --out"
-        ) from None
-    except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP): go on unlocked
-        return f
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-def _make_run_dir(run: Path) -> None:
-    try:
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ClsvcError(f"{run}: cannot create the run folder ({e.strerror}); choose a writable --out") from None
-    probe = run / ".write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError:
-        raise ClsvcError(f"{run}: folder is not writable; choose another --out") from None
-
-
-def remove_orphans(run: Path) -> list[Path]:
-    """Delete the temporary files that writes killed part-way left in ``run`` (checkpoints,
-    config, log); returns them. Only safe while holding the run's lock."""
-    found = [*(run / "checkpoints").glob(".*.tmp*"), *run.glob(".*.tmp*"), *run.glob(f".{CONFIG}.*"),
-             run / ".write-test"]
-    removed = []
-    for p in dict.fromkeys(found):
-        if p.is_file() and not p.is_symlink():
-            with contextlib.suppress(OSError):
-                p.unlink()
-                removed.append(p)
-    return removed
-
-
-def _read_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(line, row)`` of each whole JSON object line of ``path`` (a line cut short by a kill is skipped)."""
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append((line, row))
-    return rows
-
-
-def trim_log(run: Path, step: int) -> int:
-    """Keep the rows of ``run/log.jsonl`` up to ``step`` (the checkpoint a run resumes from): the
-    rows a stopped or killed run wrote after it are done again by the resumed run. Rewritten
-    atomically; returns the step of the last validation row kept (-1: none)."""
-    path = run / LOG
-    if not path.is_file():
-        return -1
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    keep = [(line, row) for line, row in _read_rows(path) if row["step"] <= step]
-    if len(keep) != len(lines):
-        atomic_write_text(path, "".join(line + "\n" for line, _ in keep))
-    return max((row["step"] for _, row in keep if row.get("kind") == "val"), default=-1)
-
-
-def _write_failure(run: Path, name: str, step: int, on_disk: int, e: BaseException) -> ClsvcError:
-    """The one line for checkpoint ``name`` that could not be written (disk full, quota, ...)."""
-    m = re.search(r"could not write \(([^)]*)\)", str(e))  # clsvc.files' own diagnosis
-    if isinstance(e, OSError) and e.strerror:
-        why = e.strerror
-    elif m is not None:
-        why = m.group(1)
-    elif _free_bytes(run) < 1 << 20:
-        why = os.strerror(errno.ENOSPC)
-    else:
-        why = f"the file system refused the write: {(str(e).splitlines() or [type(e).__name__])[0][:80]}"
-    then = (f"continue with --resume (checkpoints/{LAST} still holds step {on_disk})" if on_disk >= 0
-            else "start again (no checkpoint was saved yet)")
-    return ClsvcError(f"{run}: could not save checkpoints/{name} at step {step} ({why}); "
-                      f"free space on that disk, then {then}")
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return 1 << 62
-
-
-def _is_write_failure(e: BaseException) -> bool:
-    """A failure to write a checkpoint file: OSError, clsvc.files' one line, or torch's writer
-    (a RuntimeError from its C++ zip writer, which hides the errno)."""
-    if isinstance(e, (OSError, ClsvcError)):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and ("inline_container" in text or "PytorchStreamWriter" in text)
-
-
 # ----------------------------------------------------------------------------------------------
 # the run
 
@@ -462,10 +264,10 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         if info.is_main and run.is_dir():  # refuse a second trainer before any work
             lock = cleanup.enter_context(lock_run(run))
         if info.is_main:
-            _check_run_dir(run, resume)
+            check_run_dir(run, resume)
         setup = _setup(cfg, data, run, resume, info, overrides)
         if info.is_main:  # everything checked: now the run folder is made
-            _make_run_dir(run)
+            make_run_dir(run)
             if lock is None:
                 lock = cleanup.enter_context(lock_run(run))
             remove_orphans(run)
@@ -593,9 +395,9 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
             try:
                 save_checkpoint(path, payload(state, gens if info.enabled else None))
             except Exception as e:
-                if not _is_write_failure(e):
+                if not is_write_failure(e):
                     raise
-                error = _write_failure(run, path.name, state.step, saved["disk"], e)
+                error = write_failure(run, path.name, state.step, saved["disk"], e)
         if dist_utils.any_true(error is not None, info):
             raise error or ClsvcError(f"{run}: rank 0 could not save a checkpoint (its message says why); "
                                       "free space and continue with --resume")
@@ -647,11 +449,11 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
     # Why the loop ended early (every rank asks, together): a signal, or the time budget.
     signum = max(dist_utils.gather_objects(stop.signum, info)) if state.step < t.max_steps else 0
     if signum and info.is_main and progress:
-        print(f"clsvc: {_signal_name(signum)}: saving step {state.step} and stopping (send it again to stop "
+        print(f"clsvc: {signal_name(signum)}: saving step {state.step} and stopping (send it again to stop "
               "at once without saving)", file=sys.stderr, flush=True)
     save(last)  # the last completed step; nothing of a step in progress
     if signum:
-        raise TrainingStopped(signum, f"{_signal_name(signum)}: stopped at step {state.step}, saved in {last}; "
+        raise TrainingStopped(signum, f"{signal_name(signum)}: stopped at step {state.step}, saved in {last}; "
                                       "continue with --resume")
     if val_batches and info.is_main and setup.last_val != state.step:  # once per step
         log_val()
@@ -664,7 +466,7 @@ def read_log(run: str | Path, kind: str = "train") -> list[dict[str, Any]]:
     path = Path(run) / LOG
     if not path.exists():
         return []
-    return [row for _, row in _read_rows(path) if row.get("kind") == kind]
+    return [row for _, row in read_rows(path) if row.get("kind") == kind]
 
 
 __all__ = ["train", "train_step", "validate", "speaker_table", "read_log", "LAST", "TrainingStopped",
