@@ -310,6 +310,8 @@ class EvalConfig:
 
     seen_pairs: int = field(default=48, metadata=_help("many-to-many pairs among training speakers"))
     unseen_pairs: int = field(default=36, metadata=_help("one-shot pairs among unseen speakers"))
+    any2many_pairs: int = field(default=0, metadata=_help(
+        "pairs from unseen speakers into training speakers (any-to-many)"))
     refs: int = field(default=3, metadata=_help("reference utterances per one-shot target"))
     seen_target: SeenTarget = field(default="table", metadata=_help(
         "seen targets: the stored training-speaker vector (table), or references like one-shot (refs)"))

@@ -17,8 +17,13 @@ from .stats import Estimate, mean_ci, proportion_ci
 #: One score row: a pair's columns, the audio ``kind`` and its metric values (see :mod:`.scoring`).
 Row = dict[str, Any]
 
-#: The two conditions of the protocol, in report order (seen = many-to-many, unseen = one-shot).
-CONDITIONS = ("seen", "unseen")
+#: The conditions of the protocol, in report order: seen = many-to-many among training
+#: speakers, any2many = unseen speakers into training speakers (only when asked for), unseen =
+#: one-shot among unseen speakers.
+CONDITIONS = ("seen", "any2many", "unseen")
+
+#: How each condition is named in table headings.
+CONDITION_LABEL = {"seen": "seen", "any2many": "any-to-many", "unseen": "one-shot"}
 
 #: The audio scored for every pair: the conversion, and two bounds through the same
 #: mel -> vocoder path as the conversion (the real target utterance, the unconverted source).
@@ -97,8 +102,9 @@ METRIC = {m.key: m for m in METRICS}
 
 def summarize(rows: list[Row]) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
     """``{group: {kind: {metric key: Estimate dict}}}`` of the score rows (one per pair and
-    audio kind), for groups ``seen``, ``unseen`` and ``seen/same-gender`` etc. where genders are
-    known. Metrics no row of a group has (e.g. MCD without parallel pairs) are left out.
+    audio kind), for the conditions (``seen``, ``any2many``, ``unseen``: those with rows) and
+    ``seen/same-gender`` etc. where genders are known. Metrics no row of a group has (e.g. MCD
+    without parallel pairs) are left out.
 
     A value is ``None`` when the metric was not scored on that row and NaN when it was scored but
     gave no result (PESQ found no utterance, STOI too little speech, F0 with no voiced frames).

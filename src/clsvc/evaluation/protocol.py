@@ -8,6 +8,12 @@ systems evaluated on the same folder with the same settings see exactly the same
   (``seen_target: table``) or, like one-shot, made from reference utterances (``refs``).
 * **unseen** (one-shot): source and target are speakers of the ``unseen`` split (never trained
   on); the target voice is made from ``refs`` reference utterances of the target.
+* **any2many** (any-to-many, only with ``any2many_pairs`` > 0): sources are test utterances of
+  unseen speakers, targets are training speakers with held-out utterances; the target voice is
+  made as for seen pairs (stored vector or references), and its ground truth is a held-out
+  utterance of the target (the same sentence when the corpus has one). A conversion is
+  identified among these target speakers only. These pairs are drawn after the other two
+  conditions', so turning them on changes no seen or one-shot pair.
 
 Each speaker's utterances are split into *test* utterances (sources and ground-truth targets)
 and *enrolment* utterances (the Resemblyzer centroid and the references, kept disjoint where
@@ -123,8 +129,8 @@ def build_protocol(entries: list[Entry], cfg: EvalConfig, known_speakers: Iterab
                    ) -> Protocol:
     """Deterministic pairs, centroid utterances and identification pools from a manifest.
 
-    ``known_speakers``: the checkpoint's training speakers (seen pairs need their stored
-    embeddings when ``seen_target`` is ``table``); ``None`` = every train/val speaker.
+    ``known_speakers``: the checkpoint's training speakers (seen and any-to-many pairs need
+    their stored embeddings when ``seen_target`` is ``table``); ``None`` = every train/val speaker.
     """
     known = set(known_speakers) if known_speakers is not None else None
     by_split: dict[str, dict[str, list[Entry]]] = {}
@@ -161,12 +167,18 @@ def build_protocol(entries: list[Entry], cfg: EvalConfig, known_speakers: Iterab
     rng = random.Random(cfg.seed)
     pairs: list[Pair] = []
     pools: dict[str, list[str]] = {}
+    unseen = sorted(by_split.get("unseen", {}))
     for cond, n_pairs, pool in (("seen", cfg.seen_pairs, sorted(seen)),
-                                ("unseen", cfg.unseen_pairs, sorted(by_split.get("unseen", {})))):
-        pools[cond] = pool
+                                ("unseen", cfg.unseen_pairs, unseen),
+                                ("any2many", cfg.any2many_pairs, sorted(seen))):
         one_shot = cond == "unseen" or cfg.seen_target == "refs"
-        sources = [s for s in pool if test.get(s)]
+        sources = [s for s in (unseen if cond == "any2many" else pool) if test.get(s)]
         targets = [s for s in pool if test.get(s) and (not one_shot or ref_pool.get(s))]
+        if cond == "any2many":
+            if n_pairs <= 0:  # without any2many pairs the protocol is exactly the two-condition one
+                continue
+            pool = targets  # "identified as the intended voice": among the voices converted into
+        pools[cond] = pool
         if n_pairs <= 0:
             continue
         if len(sources) < 1 or len(set(sources) | set(targets)) < 2 or not targets:
@@ -241,7 +253,8 @@ def read_pairs(path: str | Path, entries: list[Entry]) -> list[Pair]:
             if not conv.is_file():
                 raise ClsvcError(f"{where}: converted file {conv} not found; convert every pair first")
             if row["condition"] not in CONDITIONS:
-                raise ClsvcError(f"{where}: condition must be seen or unseen, not {row['condition']!r}")
+                raise ClsvcError(f"{where}: condition must be one of {', '.join(CONDITIONS)}, "
+                                 f"not {row['condition']!r}")
             parallel = sentence_key(src) == sentence_key(tgt)
             pairs.append(Pair(len(pairs), row["condition"], src, tgt, parallel, refs, conv))
     if not pairs:

@@ -98,12 +98,11 @@ def dnsmos(wav: np.ndarray, sr: int = QUALITY_RATE) -> dict[str, float]:
     scores are the means over its windows (a final part shorter than a full window past the last
     1 s hop is not scored).
 
-    **Short clips** (under 9.01 s) are *looped*, not zero-padded: the clip is concatenated with
-    itself, doubling its length until it reaches 9.01 s, and that looped signal is windowed as
-    above. A 3 s clip thus becomes 12 s and is scored as the mean of 3 windows, a 2.4 s clip
-    becomes 9.6 s (1 window), a 2 s clip 16 s (7 windows); the joins are abrupt, so a clip that
-    does not start and end quietly gets a click at each seam. The cost is about 0.2 s of CPU per
-    window on an idle core.
+    **Short clips** (under 9.01 s) are *looped*, not zero-padded: the clip is repeated and cut
+    to exactly one 9.01 s window, which is scored once. (speechmos alone doubles a short clip
+    until it reaches 9.01 s, so a 1 s clip became 16 s and 7 nearly identical windows — 7x the
+    cost for the same content.) The joins are abrupt, so a clip that does not start and end
+    quietly gets a click at each seam. The cost is about 0.2 s of CPU per window on an idle core.
 
     The two ONNX sessions are created once per process: ``speechmos.dnsmos.run`` keeps its model
     object in a module-level global and builds a new one only when the model type changes (this
@@ -118,6 +117,9 @@ def dnsmos(wav: np.ndarray, sr: int = QUALITY_RATE) -> dict[str, float]:
     if x.size == 0:
         raise ValueError("dnsmos: wav is empty after resampling to 16 kHz")
     x32 = np.clip(x, -1.0, 1.0).astype(np.float32)
+    window = int(np.ceil(DNSMOS_WINDOW_S * QUALITY_RATE))
+    if len(x32) < window:  # loop to exactly one window (see above)
+        x32 = np.tile(x32, -(-window // len(x32)))[:window]
     out = mod.run(x32, sr=QUALITY_RATE)
     return {
         "sig": float(out["sig_mos"]),

@@ -4,7 +4,7 @@ Each pair's audio (the conversion and the two bounds through the same vocoder) b
 *score row*: a dict with the pair's columns (:data:`ROW_FIELDS`) and the metrics of
 :data:`~clsvc.evaluation.metrics.METRICS` it could be scored on — Resemblyzer cosine to the
 target and source centroids, acceptance at the threshold and nearest-centroid identification
-among the condition's speakers; MCD against the target speaker's recording of the same sentence
+among the condition's speakers (any-to-many: among the training speakers converted into); MCD against the target speaker's recording of the same sentence
 (parallel pairs); WER / CER of pocketsphinx against the source transcript; DNSMOS P.835 (no
 reference); PESQ and STOI of the real target's bound against its recording; F0 error against the
 target speaker's recording of the same sentence (parallel pairs).
@@ -130,9 +130,11 @@ class ScoringContext:
         for s in tqdm(speakers, desc="centroids", unit="spk", disable=not progress):
             utts = protocol.centroid.get(s) or protocol.test.get(s, [])
             centroids[s] = centroid([audio.embedding(e) for e in utts])
-        pools = {c: [s for s in protocol.pools.get(c, []) if s in centroids] or
-                 sorted({p.source.speaker for p in pairs if p.condition == c} |
-                        {p.target.speaker for p in pairs if p.condition == c}) for c in CONDITIONS}
+        # Pools of the protocol's conditions (seen and unseen always, any2many when asked for)
+        # and of any other condition a pair list brings.
+        conds = [c for c in CONDITIONS if c in protocol.pools or any(p.condition == c for p in pairs)]
+        pools = {c: [s for s in protocol.pools.get(c, []) if s in centroids] or _pair_speakers(pairs, c)
+                 for c in conds}
 
         asr_cache: dict[str, str] = {}
 
@@ -146,6 +148,15 @@ class ScoringContext:
             return asr_cache[pair.source.source]
 
         return cls(cfg, mel_cfg, centroids, pools, audio, reference_text)
+
+
+def _pair_speakers(pairs: list[Pair], condition: str) -> list[str]:
+    """The identification pool of a condition the protocol has none for: its pairs' speakers
+    (any-to-many: their targets, the voices converted into)."""
+    targets = {p.target.speaker for p in pairs if p.condition == condition}
+    if condition == "any2many":
+        return sorted(targets)
+    return sorted({p.source.speaker for p in pairs if p.condition == condition} | targets)
 
 
 def check_scorers(cfg: EvalConfig) -> None:
@@ -205,7 +216,8 @@ def score_kind(row: Row, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: Scor
     best = max(pool, key=lambda s: cosine(e, cents[s]))
     row["identified"] = "target" if best == tgt else "source" if best == src else "other"
     row["id_target"] = float(best == tgt)
-    row["id_source"] = float(best == src)
+    # Not scored when the source is no candidate (any-to-many: only the target voices are).
+    row["id_source"] = float(best == src) if src in pool else None
     if cfg.mcd and pair.parallel:
         from .mcd import audio_mcd, feature_mcd
 
