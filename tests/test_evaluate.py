@@ -131,6 +131,79 @@ def test_protocol_is_deterministic_and_keeps_test_and_enrolment_apart(eval_data)
     assert p1.pools == {"seen": ["spk_a", "spk_b", "spk_c"], "unseen": ["spk_d", "spk_e"]}
 
 
+# The pairs of EvalConfig(seen_pairs=6, unseen_pairs=6, refs=2) on eval_data as the protocol made
+# them before the any2many condition existed: (name, target utterance, references).
+TWO_CONDITION_PAIRS = [
+    ("seen_000_spk_b-to-spk_c_spk_b_005", "spk_c_005", []), ("seen_001_spk_b-to-spk_c_spk_b_005", "spk_c_005", []),
+    ("seen_002_spk_b-to-spk_c_spk_b_005", "spk_c_005", []), ("seen_003_spk_c-to-spk_a_spk_c_005", "spk_a_005", []),
+    ("seen_004_spk_b-to-spk_a_spk_b_005", "spk_a_005", []), ("seen_005_spk_c-to-spk_b_spk_c_005", "spk_b_005", []),
+    ("unseen_006_spk_e-to-spk_d_spk_e_005", "spk_d_005", ["spk_d_001", "spk_d_004"]),
+    ("unseen_007_spk_d-to-spk_e_spk_d_005", "spk_e_005", ["spk_e_002", "spk_e_004"]),
+    ("unseen_008_spk_e-to-spk_d_spk_e_005", "spk_d_005", ["spk_d_004", "spk_d_001"]),
+    ("unseen_009_spk_d-to-spk_e_spk_d_005", "spk_e_005", ["spk_e_002", "spk_e_004"]),
+    ("unseen_010_spk_d-to-spk_e_spk_d_005", "spk_e_005", ["spk_e_004", "spk_e_002"]),
+    ("unseen_011_spk_d-to-spk_e_spk_d_005", "spk_e_005", ["spk_e_004", "spk_e_002"]),
+]
+
+
+def test_any2many_pairs_go_from_unseen_speakers_into_training_speakers(eval_data, tmp_path):
+    from dataclasses import replace
+
+    from clsvc.config import EvalConfig
+    from clsvc.data import read_manifest
+    from clsvc.evaluation.protocol import build_protocol, read_pairs, write_pairs
+
+    feats, _ = eval_data
+    entries = read_manifest(feats)
+
+    def pairs(p):
+        return [(x.name, x.target.utt_id, [r.utt_id for r in x.refs]) for x in p.pairs]
+
+    base = EvalConfig(seen_pairs=6, unseen_pairs=6, refs=2)
+    assert base.any2many_pairs == 0
+    old = build_protocol(entries, base)  # 0 any2many pairs: the protocol as it always was
+    assert pairs(old) == TWO_CONDITION_PAIRS
+    assert {p.condition for p in old.pairs} == {"seen", "unseen"} and set(old.pools) == {"seen", "unseen"}
+
+    cfg = replace(base, any2many_pairs=8)
+    on, again = build_protocol(entries, cfg), build_protocol(entries, cfg)
+    assert pairs(on) == pairs(again)  # deterministic
+    assert pairs(build_protocol(entries, replace(cfg, seed=1))) != pairs(on)
+    assert [p for p in pairs(on) if not p[0].startswith("any2many_")] == TWO_CONDITION_PAIRS  # drawn last
+    a2m = [p for p in on.pairs if p.condition == "any2many"]
+    assert len(a2m) == 8 and [p.index for p in a2m] == list(range(12, 20))
+    assert on.pools["any2many"] == ["spk_a", "spk_b", "spk_c"]  # identified among the target voices
+    for p in a2m:
+        assert p.source.split == "unseen" and p.source.speaker in MORE_SPEAKERS
+        assert p.source in on.test[p.source.speaker]  # a test utterance, not an enrolment one
+        assert p.target.split == "val" and p.target.speaker in SPEAKERS  # a held-out utterance
+        assert not p.refs  # the stored table vector
+        assert p.name.startswith("any2many_") and f"{p.source.speaker}-to-{p.target.speaker}" in p.name
+    assert {p.source.speaker for p in a2m} == set(MORE_SPEAKERS)
+
+    # Only training speakers the checkpoint knows are targets; with seen_target refs they get
+    # references from their training utterances.
+    known = build_protocol(entries, cfg, known_speakers=["spk_a", "spk_b"])
+    assert {p.target.speaker for p in known.pairs if p.condition == "any2many"} <= {"spk_a", "spk_b"}
+    assert known.pools["any2many"] == ["spk_a", "spk_b"]
+    refs = build_protocol(entries, replace(cfg, seen_target="refs"))
+    for p in (p for p in refs.pairs if p.condition == "any2many"):
+        assert len(p.refs) == 2 and all(r.speaker == p.target.speaker and r.split == "train" for r in p.refs)
+
+    # No unseen speakers: a note, no pairs.
+    seen_only = build_protocol([e for e in entries if e.split != "unseen"], cfg)
+    assert not any(p.condition == "any2many" for p in seen_only.pairs)
+    assert any(n.startswith("any2many: not enough") for n in seen_only.notes)
+
+    # The pair list carries the condition there and back.
+    for p in on.pairs:
+        p.converted = tmp_path / f"{p.name}.wav"
+        p.converted.write_bytes(b"")
+    write_pairs(tmp_path / "pairs.csv", on.pairs)
+    back = read_pairs(tmp_path / "pairs.csv", entries)
+    assert [(p.name, p.condition, p.parallel) for p in back] == [(p.name, p.condition, p.parallel) for p in on.pairs]
+
+
 def test_sentence_key_prefers_transcripts():
     from clsvc.data.manifest import Entry
     from clsvc.evaluation.protocol import sentence_key
@@ -208,6 +281,83 @@ def test_scoring_another_systems_files(eval_data, cli, tmp_path):
     code, _, stderr = cli("evaluate", "--data", feats, "--pairs", pairs, "--out", tmp_path / "ev2")
     assert code == 2 and "line 2" in stderr and "not found" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "ev2").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_any2many_condition_end_to_end(eval_data, cli, tmp_path):
+    """--any2many-pairs: unseen speakers into training speakers, scored with the bounds, in
+    metrics.json, the report and the comparison table; its pair list scores the same way."""
+    from clsvc.evaluation.compare import table1
+
+    feats, ckpt = eval_data
+    out = tmp_path / "ev"
+    fast = ["--no-quality", "--no-pitch", "--no-asr", "--no-probes", "--no-tsne", "--quiet"]
+    code, stdout, stderr = cli("evaluate", "--data", feats, "--checkpoint", ckpt, "--out", out,
+                               "--seen-pairs", "2", "--unseen-pairs", "2", "--any2many-pairs", "3", "--refs", "2",
+                               "--samples", "1", *fast)
+    assert code == 0, stderr
+    assert "any2many: n=3" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["meta"]["pairs"] == {"seen": 2, "any2many": 3, "unseen": 2}
+    assert [g for g in m["summary"] if "/" not in g] == ["seen", "any2many", "unseen"]  # report order
+    a2m = m["summary"]["any2many"]
+    for kind in ("converted", "target_gl", "source_gl"):  # the conversion and both bounds
+        assert {"cos_tgt", "cos_src", "closer", "accept", "id_target"} <= set(a2m[kind]), kind
+        assert a2m[kind]["closer"]["n"] == 3 and a2m[kind]["id_target"]["n"] == 3
+        assert "id_source" not in a2m[kind]  # the source is no candidate among the target voices
+    assert "id_source" in m["summary"]["seen"]["converted"]  # the other conditions keep it
+    with (out / "scores.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["condition"] == "any2many"]
+    assert len(rows) == 3 * 3 and all(r["target"] in SPEAKERS and r["source"] in MORE_SPEAKERS for r in rows)
+    assert {r["identified"] for r in rows} <= {"target", "other"}
+    assert len(list((out / "samples").glob("any2many_*_converted.wav"))) == 1
+    report = (out / "report.md").read_text()
+    assert "| any2many | converted |" in report and "| any2many | real target → vocoder (bound) |" in report
+    assert "2 seen, 3 any-to-many and 2 one-shot pairs" in report and "* Any-to-many pairs:" in report
+    md = table1({"A": m})
+    assert "any-to-many: closer to target" in md and "any-to-many: identified as target" in md
+    assert "seen: identified as target" not in md  # the seen / one-shot column sets are unchanged
+    assert md.index("seen: cos to target") < md.index("any-to-many: cos to target") < md.index("one-shot: cos")
+    assert "*real target → vocoder (bound)*" in md and "*unconverted source → vocoder (bound)*" in md
+
+    # The exported pair list (no --any2many-pairs when scoring it) is identified among the same voices.
+    pairs = tmp_path / "pairs.csv"
+    code, _, stderr = cli("evaluate", "--data", feats, "--export-pairs", pairs, "--seen-pairs", "0",
+                          "--unseen-pairs", "0", "--any2many-pairs", "3")
+    assert code == 0, stderr
+    rows = list(csv.DictReader(pairs.open()))
+    assert [r["condition"] for r in rows] == ["any2many"] * 3
+    (tmp_path / "converted").mkdir()
+    for r in rows:  # a "system" that returns the real target: identified as the target
+        shutil.copy(r["target_audio"], tmp_path / r["converted"])
+    code, _, stderr = cli("evaluate", "--data", feats, "--pairs", pairs, "--out", tmp_path / "ext", "--no-bounds",
+                          *fast)
+    assert code == 0, stderr
+    ext = json.loads((tmp_path / "ext" / "metrics.json").read_text())
+    assert set(ext["summary"]) >= {"any2many"} and ext["meta"]["pairs"]["any2many"] == 3
+    assert ext["summary"]["any2many"]["converted"]["id_target"]["n"] == 3
+    assert "id_source" not in ext["summary"]["any2many"]["converted"]
+
+
+@pytest.mark.slow
+def test_table_systems_evaluate_any2many_pairs(eval_data, tmp_path):
+    """A system that converts only into its training speakers (VAE-VC) skips the one-shot pairs
+    but converts the any-to-many ones (their targets are rows of its table)."""
+    from clsvc.config import load_config
+    from clsvc.evaluation.suite import EvalConfig, evaluate
+    from clsvc.training import train
+
+    feats, _ = eval_data
+    ckpt = train(load_config("cpu", TINY + SYSTEMS["vae"] + ["train.max_steps=3"]), feats, tmp_path / "run",
+                 progress=False)
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, any2many_pairs=2, refs=2, asr=False, samples=0, quality=False,
+                     pitch=False, probes=False, tsne=False, seen_target="refs")
+    m = evaluate(tmp_path / "ev", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert m["meta"]["system"] == "vae" and m["meta"]["eval_config"]["seen_target"] == "table"
+    assert "unseen" not in m["summary"] and any("one-shot pairs skipped" in n for n in m["meta"]["notes"])
+    assert m["meta"]["pairs"] == {"seen": 2, "any2many": 2, "unseen": 0}
+    assert m["summary"]["any2many"]["converted"]["closer"]["n"] == 2
+    assert m["summary"]["any2many"]["target_gl"]["id_target"]["n"] == 2  # with the bounds
 
 
 def test_evaluate_errors(eval_data, cli, tmp_path):

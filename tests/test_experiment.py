@@ -82,3 +82,50 @@ def test_builtin_experiments_parse(monkeypatch, tmp_path):
     for name in ("bench-cpu", "table1"):
         exp = load_experiment(name)
         assert exp.systems and exp.ablation and exp.split_sizes
+    # Every built-in experiment parses without its corpus (checked only when it runs).
+    from clsvc.config import BUILTIN_CONFIG_DIR
+
+    names = sorted(p.stem for p in (BUILTIN_CONFIG_DIR / "experiments").glob("*.yaml"))
+    assert {"bench-cpu", "table1", "bench-real"} <= set(names)
+    for name in names:
+        assert load_experiment(name).systems, name
+
+
+def test_bench_real_experiment(monkeypatch, tmp_path):
+    """The real-speech bench: ARCTIC + train-clean-100-sample for training, arctic_b held out,
+    the 10 test-other speakers unseen; seen, any-to-many and one-shot pairs."""
+    from clsvc.evaluation.suite import eval_config
+
+    monkeypatch.setenv("CLSVC_CORPUS", str(tmp_path / "corpus"))
+    exp = load_experiment("bench-real")
+    assert exp.name == "bench-real"
+    root = str(tmp_path / "corpus")
+    assert exp.data["corpus"] == [f"{root}/arctic", f"{root}/librispeech/train-clean-100-sample",
+                                  f"{root}/librispeech/test-other-sample"]
+    assert exp.data["holdout_regex"] == "arctic_b"
+    assert exp.data["unseen"] == ["1688", "1998", "2033", "2414", "2609", "3005", "3080", "3331", "367", "533"]
+    cfg = eval_config(exp.eval)
+    assert (cfg.seen_pairs, cfg.any2many_pairs, cfg.unseen_pairs, cfg.refs) == (30, 30, 30, 3)
+    assert [s.name for s in exp.systems][:2] == ["cpu", "cpu-paper"]
+    assert {s.config for s in exp.systems} <= {"cpu", "cpu-paper", "paper"}
+    assert exp.budget["max_minutes"] > 0
+
+
+def test_experiment_unseen_speakers(corpus, features, tmp_path):
+    """data.unseen must be a list; numeric speaker names (LibriSpeech's) are read as text."""
+    import shutil
+
+    from clsvc.data import read_manifest
+    from clsvc.experiment import _features
+
+    exp = yaml.safe_load(write_exp(tmp_path / "a.yaml", features).read_text())
+    exp["data"] = {"corpus": str(tmp_path / "corpus"), "unseen": "1688"}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
+    with pytest.raises(ClsvcError, match="data.unseen must be a list"):
+        load_experiment(tmp_path / "a.yaml")
+    shutil.copytree(corpus, tmp_path / "corpus")
+    (tmp_path / "corpus" / "spk_c").rename(tmp_path / "corpus" / "1688")
+    exp["data"]["unseen"] = [1688]  # a YAML number
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(exp))
+    feats = _features(load_experiment(tmp_path / "a.yaml"), tmp_path / "work", progress=False)
+    assert {e.speaker for e in read_manifest(feats) if e.split == "unseen"} == {"1688"}

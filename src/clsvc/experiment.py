@@ -11,7 +11,7 @@ An experiment file (YAML, see ``configs/experiments/``)::
     # data: {features: feats/vctk}   # ... or an existing feature folder
     budget: {max_minutes: 20, max_steps: 200000}   # the same for every system
     overrides: [train.threads=1]                    # config overrides for every system
-    eval: {seen_pairs: 48, unseen_pairs: 36}       # clsvc.config.EvalConfig fields
+    eval: {seen_pairs: 48, unseen_pairs: 36}       # clsvc.config.EvalConfig fields (+ any2many_pairs)
     systems:                    # display name -> config (+ overrides)
       ClsVC: {config: cpu-paper}
       ClsVCs: {config: cpu-paper, overrides: [loss.alpha=0]}
@@ -112,6 +112,8 @@ def load_experiment(path: str | Path) -> Experiment:
     data = raw.get("data") or {}
     if bool(data.get("features")) == bool(data.get("corpus")):
         raise ClsvcError(f"{path}: `data` needs either `features` (a preprocessed folder) or `corpus`")
+    if not isinstance(data.get("unseen") or [], list):
+        raise ClsvcError(f"{path}: data.unseen must be a list of speaker names, e.g. [spk_a, spk_b]")
     names = {s.name for s in systems}
     ablation = raw.get("ablation") or {}
     for key in ("full", "without_code"):
@@ -145,7 +147,9 @@ def _features(exp: Experiment, work: Path, progress: bool) -> Path:
     for c in corpora:
         if not Path(c).is_dir():
             raise ClsvcError(f"{exp.source}: corpus folder {c} not found; fix data.corpus or set the path variable")
-    spec = SplitSpec(unseen=list(exp.data.get("unseen") or []), num_unseen=int(exp.data.get("num_unseen", 0)),
+    # Speaker names as text, even where YAML reads them as numbers (LibriSpeech's 1688 ...).
+    unseen = [str(s) for s in exp.data.get("unseen") or []]
+    spec = SplitSpec(unseen=unseen, num_unseen=int(exp.data.get("num_unseen", 0)),
                      holdout_per_speaker=int(exp.data.get("holdout_per_speaker", 0)),
                      holdout_regex=str(exp.data.get("holdout_regex") or ""), seed=int(exp.data.get("seed", 0)))
     feats = work / "features"

@@ -1,4 +1,5 @@
-"""The comparison of an experiment: the paper's Table 1 layout over systems, the ablation
+"""The comparison of an experiment: the paper's Table 1 layout over systems (a column set per
+condition: seen, any-to-many when evaluated, one-shot), the ablation
 (Fig. 4a: whom ClsVC's and ClsVCs' conversions are attributed to, same- vs cross-gender) and the
 split-size panel (Fig. 5: t-SNE of S_x for each split-size variant)."""
 
@@ -9,40 +10,48 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ACCEPT_THRESHOLD
-from .metrics import KIND_LABEL, METRICS, Metric
+from .metrics import CONDITION_LABEL, KIND_LABEL, METRIC, METRICS, Metric
 from .report import finish_share_plot, pyplot
 
 # The Table 1 columns: a subset of the suite's metrics (same labels, digits and CI kind).
 # DNSMOS OVRL stands in for the paper's MOS column; F0 RMSE: how far the pitch is from the target's.
 COLUMNS = [m for m in METRICS if m.key in ("mcd_audio", "mcd_feat", "cos_tgt", "closer", "accept", "wer",
                                            "dnsmos_ovrl", "f0_rmse_cents")]
+# Any-to-many conversions also get "identified as the intended voice" (among the target voices).
+ANY2MANY_COLUMNS = [*COLUMNS, METRIC["id_target"]]
 
 
 def _cell(metrics: dict[str, Any], group: str, kind: str, m: Metric) -> str:
     return m.cell(metrics.get("summary", {}).get(group, {}).get(kind, {}).get(m.key))
 
 
+def _has(results: dict[str, dict[str, Any]], conds: tuple[str, ...], col: Metric) -> bool:
+    return any(col.key in m["summary"].get(g, {}).get("converted", {}) for m in results.values() for g in conds)
+
+
 def table1(results: dict[str, dict[str, Any]], threshold: float = ACCEPT_THRESHOLD) -> str:
-    """Markdown table: one row per system (+ the two bounds), seen and one-shot columns."""
-    conds = ("seen", "unseen")
-    # Columns no system has (e.g. WER with eval.asr off) are left out.
-    cols = [c for c in COLUMNS if any(c.key in m["summary"].get(g, {}).get("converted", {})
-                                      for m in results.values() for g in conds)]
-    head = ["system", "steps"] + [f"{c}: {col.heading(threshold)}" for c in ("seen", "one-shot") for col in cols]
+    """Markdown table: one row per system (+ the two bounds), seen and one-shot columns, and
+    any-to-many columns between them when a system was evaluated on any-to-many pairs."""
+    # Columns no system has (e.g. WER with eval.asr off) are left out: the seen and one-shot
+    # sets are the same, the any-to-many set is its own.
+    cols = [c for c in COLUMNS if _has(results, ("seen", "unseen"), c)]
+    blocks = [("seen", cols)]
+    if any("any2many" in m["summary"] for m in results.values()):
+        blocks.append(("any2many", [c for c in ANY2MANY_COLUMNS if _has(results, ("any2many",), c)]))
+    blocks.append(("unseen", cols))
+    head = ["system", "steps"] + [f"{CONDITION_LABEL[c]}: {col.heading(threshold)}" for c, cs in blocks for col in cs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results.items():
         steps = m.get("train", {}).get("step", m["meta"].get("step", ""))
-        cells = [_cell(m, c, "converted", col) for c in conds for col in cols]
+        cells = [_cell(m, c, "converted", col) for c, cs in blocks for col in cs]
         lines.append(f"| {name} | {steps} | " + " | ".join(cells) + " |")
     # Bounds depend only on the protocol, which every system shares: take them from the first
     # result that has them.
     for kind in ("target_gl", "source_gl"):
         for m in results.values():
-            if any(kind in m["summary"].get(c, {}) for c in conds):
-                cells = [_cell(m, c, kind, col) for c in conds for col in cols]
-                if kind == "target_gl" and "mcd_feat" in [col.key for col in cols]:
-                    i = [col.key for col in cols].index("mcd_feat")
-                    cells[i] = cells[i + len(cols)] = "0"
+            if any(kind in m["summary"].get(c, {}) for c, _ in blocks):
+                cells = [("0" if kind == "target_gl" and col.key == "mcd_feat" else _cell(m, c, kind, col))
+                         for c, cs in blocks for col in cs]
                 lines.append(f"| *{KIND_LABEL[kind]}* | | " + " | ".join(cells) + " |")
                 break
     return "\n".join(lines)
@@ -63,7 +72,7 @@ def ablation_table(results: dict[str, dict[str, Any]], full: str, without: str) 
              "|---|---|---|---|---|---|"]
     for name in (full, without):
         m = results[name]
-        for g in [g for g in m["summary"] if g.startswith(("seen", "unseen"))]:
+        for g in [g for g in m["summary"] if g.startswith(("seen", "any2many", "unseen"))]:
             t, s, n = _id_shares(m, g)
             if not n:
                 continue
@@ -76,7 +85,8 @@ def plot_ablation(results: dict[str, dict[str, Any]], full: str, without: str, p
     """Fig. 4a: grouped bars, identification as target/source for the full model and the
     ablation, same- and cross-gender (seen pairs, else all pairs)."""
     plt = pyplot()
-    groups = [g for g in ("seen/same-gender", "seen/cross-gender", "unseen/same-gender", "unseen/cross-gender")
+    groups = [g for g in ("seen/same-gender", "seen/cross-gender", "any2many/same-gender", "any2many/cross-gender",
+                          "unseen/same-gender", "unseen/cross-gender")
               if any(_id_shares(results[n], g)[2] for n in (full, without))] or ["seen", "unseen"]
     fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 2, 3.4), dpi=120)
     width = 0.2

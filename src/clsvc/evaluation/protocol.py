@@ -200,6 +200,11 @@ def build_protocol(entries: list[Entry], cfg: EvalConfig, known_speakers: Iterab
                 source, target, is_par = rng.choice(test[src]), rng.choice(test[tgt]), False
             refs = rng.sample(ref_pool[tgt], min(cfg.refs, len(ref_pool[tgt]))) if one_shot else []
             pairs.append(Pair(len(pairs), cond, source, target, is_par, refs))
+        few = sorted({p.target.speaker for p in pairs if p.condition == cond and one_shot and len(p.refs) < cfg.refs})
+        if few:
+            notes.append(f"{cond}: fewer than {cfg.refs} references for target(s) {', '.join(few[:5])}"
+                         f"{' ...' if len(few) > 5 else ''} (too few enrolment utterances beside the "
+                         "centroid's); their pairs use what there is")
     return Protocol(pairs, centroid, pools, test, notes)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .metrics import KIND_LABEL, METRICS, Metric, Row
+from .metrics import CONDITIONS, KIND_LABEL, METRICS, Metric, Row
 
 
 def pyplot() -> Any:
@@ -31,7 +31,7 @@ def pyplot() -> Any:
 def plot_similarity(rows: list[Row], threshold: float, path: str | Path) -> None:
     """Strip plot of cosine-to-target per condition and audio kind with the threshold line."""
     plt = pyplot()
-    conds = [c for c in ("seen", "unseen") if any(r["condition"] == c for r in rows)]
+    conds = [c for c in CONDITIONS if any(r["condition"] == c for r in rows)]
     kinds = [k for k in KIND_LABEL if any(r["kind"] == k for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(conds)), figsize=(4.2 * max(1, len(conds)), 3.6), dpi=120,
                              squeeze=False)
@@ -61,7 +61,7 @@ def plot_identification(rows: list[Row], path: str | Path) -> None:
     """Stacked bars: share of converted utterances identified as target / source / other."""
     plt = pyplot()
     groups = []
-    for cond in ("seen", "unseen"):
+    for cond in CONDITIONS:
         rs = [r for r in rows if r["condition"] == cond and r["kind"] == "converted"]
         if not rs:
             continue
@@ -109,8 +109,11 @@ def render(metrics: dict[str, Any]) -> str:
     what = (f"checkpoint `{meta['checkpoint']}`" + (f" (step {meta['step']})" if meta.get("step") else "")
             if meta.get("checkpoint") else f"converted files listed in `{meta['pairs_csv']}`")
     vocoder = meta.get("vocoder") or "griffin-lim"  # reports written before the choice: Griffin-Lim
-    lines += [f"{what}; vocoder `{vocoder}`; corpus `{meta['data']}`; {meta['pairs'].get('seen', 0)} seen and "
-              f"{meta['pairs'].get('unseen', 0)} one-shot pairs ({meta['parallel_pairs']} with a "
+    n_pairs = meta["pairs"]
+    counts = (f"{n_pairs.get('seen', 0)} seen, {n_pairs['any2many']} any-to-many and " if n_pairs.get("any2many")
+              else f"{n_pairs.get('seen', 0)} seen and ")
+    lines += [f"{what}; vocoder `{vocoder}`; corpus `{meta['data']}`; {counts}"
+              f"{n_pairs.get('unseen', 0)} one-shot pairs ({meta['parallel_pairs']} with a "
               f"ground-truth target recording); seed {cfg['seed']}; {meta['date']}, "
               f"{meta['minutes']:.1f} min.", ""]
     for n in meta.get("notes", []):
@@ -169,6 +172,12 @@ def render(metrics: dict[str, Any]) -> str:
               f"one-shot = unseen speakers, target embedding = mean S_x of {cfg['refs']} reference "
               "utterances. Sources are chosen so that the target speaker said the same sentence "
               "whenever the corpus has one (the ground truth for MCD).",
+              *([f"* Any-to-many pairs: unseen speakers' test utterances into training speakers with "
+                 f"held-out utterances, target embedding = {seen_target}; the target's ground truth is "
+                 "one of its held-out utterances (the same sentence when the corpus has one); "
+                 "identified = the nearest centroid among those target speakers (so the unconverted "
+                 "source is never a candidate and gets no identified-as-source share)."]
+                if n_pairs.get("any2many") else []),
               f"* Speaker similarity: Resemblyzer (GE2E) cosine to each voice's centroid of up to "
               f"{cfg['centroid_utterances']} real enrolment utterances (disjoint from the test "
               f"sentences and, where possible, from the references); accepted = cosine ≥ "

@@ -4,7 +4,8 @@ Each pair's audio (the conversion and the two bounds through the same vocoder) b
 *score row*: a dict with the pair's columns (:data:`ROW_FIELDS`) and the metrics of
 :data:`~clsvc.evaluation.metrics.METRICS` it could be scored on — Resemblyzer cosine to the
 target and source centroids, acceptance at the threshold and nearest-centroid identification
-among the condition's speakers (any-to-many: among the training speakers converted into); MCD against the target speaker's recording of the same sentence
+among the condition's speakers (any-to-many: among the training speakers converted into, so no
+identified-as-source share); MCD against the target speaker's recording of the same sentence
 (parallel pairs); WER / CER of pocketsphinx against the source transcript; DNSMOS P.835 (no
 reference); PESQ and STOI of the real target's bound against its recording; F0 error against the
 target speaker's recording of the same sentence (parallel pairs).

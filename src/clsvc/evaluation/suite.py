@@ -1,10 +1,12 @@
 """``clsvc evaluate``: a fixed protocol of source -> target pairs, converted and scored.
 
 The pairs come from :mod:`.protocol` (seen = many-to-many among training speakers, unseen =
-one-shot; built from the corpus manifest and a seed, so every system sees the same pairs), or
-from a pair list whose ``converted`` column points at another system's files. A clsvc model
-converts each pair through :class:`clsvc.inference.Converter`: the target voice is made from the
-pair's reference utterances, or is the stored vector of a training speaker.
+one-shot, any2many = unseen speakers into training speakers when ``any2many_pairs`` > 0; built
+from the corpus manifest and a seed, so every system sees the same pairs), or from a pair list
+whose ``converted`` column points at another system's files. A clsvc model converts each pair
+through :class:`clsvc.inference.Converter`: the target voice is made from the pair's reference
+utterances, or is the stored vector of a training speaker. Systems that convert only into their
+training speakers skip the one-shot pairs and keep the seen and any-to-many ones.
 
 Every pair is scored (:mod:`.scoring`) three times: the converted audio, and two bounds through
 the same mel -> vocoder path (``--vocoder``: Griffin-Lim or a trained neural vocoder) — the
@@ -85,6 +87,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         if not vc.one_shot:
             cfg = replace(cfg, seen_target="table")
         protocol = build_protocol(entries, cfg, vc.speakers if cfg.seen_target == "table" else None)
+        # Any-to-many pairs stay: their targets are training speakers (table rows).
         if not vc.one_shot and any(p.condition == "unseen" for p in protocol.pairs):
             protocol.pairs = [p for p in protocol.pairs if p.condition != "unseen"]
             protocol.notes.append(f"{vc.system} converts only into training speakers: one-shot pairs skipped")
@@ -92,6 +95,10 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         assert pairs_csv is not None
         protocol = build_protocol(entries, cfg)
         protocol.pairs = read_pairs(pairs_csv, entries)
+        if "any2many" not in protocol.pools and any(p.condition == "any2many" for p in protocol.pairs):
+            # identify these conversions among the same voices as when the list was exported
+            pools = build_protocol(entries, replace(cfg, any2many_pairs=1)).pools
+            protocol.pools["any2many"] = pools.get("any2many", [])
     if not protocol.pairs:
         raise ClsvcError(f"{data}: no pairs could be made ({'; '.join(protocol.notes) or 'empty manifest'}); "
                          "the corpus needs held-out (val) utterances of training speakers and/or "
@@ -129,6 +136,8 @@ class _BoundsCache:
                  pools: dict[str, list[str]], vocoder: str = "griffin-lim"):
         keep = {k: v for k, v in asdict(cfg).items()
                 if k not in ("samples", "probes", "tsne", "tsne_utterances", "tsne_speakers", "bounds")}
+        if not keep.get("any2many_pairs"):  # caches made before the setting existed stay valid
+            keep.pop("any2many_pairs", None)
         self.path = Path(path) if path is not None else None
         self.key = json.dumps({"eval": keep, "data": str(Path(data).resolve()), "mel": asdict(mel_cfg),
                                "pools": pools, "vocoder": _vocoder_id(vocoder)}, sort_keys=True)
@@ -224,7 +233,8 @@ def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, 
     metrics: dict[str, Any] = {
         "meta": {**meta, "date": time.strftime("%Y-%m-%d %H:%M"), "minutes": (time.time() - t0) / 60,
                  "eval_config": asdict(cfg), "notes": protocol.notes,
-                 "pairs": {c: sum(p.condition == c for p in pairs) for c in CONDITIONS},
+                 "pairs": {c: n for c, n in ((c, sum(p.condition == c for p in pairs)) for c in CONDITIONS)
+                           if n or c != "any2many"},
                  "parallel_pairs": sum(p.parallel for p in pairs)},
         "summary": summarize(rows), **extra,
     }
