@@ -37,6 +37,7 @@ import dacite
 import yaml
 
 from .errors import ClsvcError
+from .files import read_utf8
 
 T = TypeVar("T")
 
@@ -584,17 +585,7 @@ def read_yaml(path: str | Path, what: str = "config") -> Any:
     """The YAML document in ``path`` (None when empty); an unreadable, non-UTF-8 or malformed
     file is one ClsvcError line naming the file, ``what`` it is and where it breaks."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ClsvcError(f"{what} {path}: cannot be read ({e.strerror}); check the path and its permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ClsvcError(
-            f"{what} {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save the file as UTF-8"
-        ) from None
+    text = read_utf8(path, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -226,3 +226,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_utf8(path: str | Path, what: str, save_as: str = "UTF-8") -> str:
+    """The text of ``path`` (UTF-8, a byte-order mark allowed); unreadable or not UTF-8 is one
+    ClsvcError line naming ``what`` (the kind of file, e.g. "config") and the first bad byte's
+    line; ``save_as`` names the format in the fix."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ClsvcError(f"{what} {path}: cannot be read ({e.strerror}); check the path and its permissions") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ClsvcError(
+            f"{what} {path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save the file as {save_as}"
+        ) from None

@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import Config
 from .devices import pick_device
 from .errors import ClsvcError
+from .files import read_utf8
 from .models import NotOneShot, Reference, VCSystem
 from .vocoder import get_vocoder
 
@@ -218,17 +219,7 @@ def iter_pairs(path: str | Path) -> Iterator[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise ClsvcError(f"{path}: pair list not found; give a CSV with columns source,target,out")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ClsvcError(f"{path}: pair list cannot be read ({e.strerror}); check its permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ClsvcError(
-            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save the list as UTF-8 CSV"
-        ) from None
+    text = read_utf8(path, "pair list", save_as="UTF-8 CSV")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: list[dict[str, str]] = []
     try:

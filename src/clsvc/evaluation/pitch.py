@@ -32,15 +32,14 @@ CheapTrick) nearly independent of F0, so a transposed copy aligns as well as the
 
 from __future__ import annotations
 
-import importlib
 import math
-from types import ModuleType
 from typing import Literal
 
 import numpy as np
 
-from clsvc.errors import ClsvcError
-from clsvc.evaluation.mcd import DEFAULT_SILENCE_DB, MIN_FRAMES, mcep_from_wav
+from ..errors import ClsvcError
+from .inputs import mono, require
+from .mcd import DEFAULT_SILENCE_DB, MIN_FRAMES, mcep_from_wav
 
 DEFAULT_FRAME_PERIOD_MS = 5.0
 F0_FLOOR = 71.0  # Hz, pyworld's default search range (covers low male to high female/child voices)
@@ -60,35 +59,20 @@ PROTOCOL = (
     "voiced."
 )
 
-_INSTALL = "pip install 'clsvc[eval]'"
 
 
 def available() -> bool:
     """True when pyworld and pysptk (both needed by :func:`f0_error`) can be imported."""
     try:
-        _require("pyworld", "f0_track")
-        _require("pysptk", "f0_error")
+        require("pyworld", "f0_track")
+        require("pysptk", "f0_error")
     except ClsvcError:
         return False
     return True
 
 
-def _require(module: str, what: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ClsvcError(
-            f"{what} needs the optional package {e.name or module!r}, which is not installed: {_INSTALL}"
-        ) from e
 
 
-def _mono(wav: np.ndarray, name: str, what: str) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(wav, dtype=np.float64).reshape(-1))
-    if x.size == 0:
-        raise ValueError(f"{what}: {name} is empty")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what}: {name} contains NaN or infinite samples")
-    return x
 
 
 def f0_track(
@@ -111,8 +95,8 @@ def f0_track(
 
     Raises ValueError on an empty or non-finite waveform, ClsvcError without pyworld.
     """
-    pw = _require("pyworld", "f0_track")
-    x = _mono(wav, "wav", "f0_track")
+    pw = require("pyworld", "f0_track")
+    x = mono(wav, "wav", "f0_track")
     if method == "harvest":
         f0, _ = pw.harvest(x, sr, f0_floor=f0_floor, f0_ceil=f0_ceil, frame_period=frame_period_ms)
     elif method == "dio":
@@ -183,9 +167,9 @@ def f0_error(
     """
     import librosa
 
-    _require("pysptk", "f0_error")
-    r = _mono(ref, "ref", "f0_error")
-    d = _mono(deg, "deg", "f0_error")
+    require("pysptk", "f0_error")
+    r = mono(ref, "ref", "f0_error")
+    d = mono(deg, "deg", "f0_error")
     f0s, ceps, speech = [], [], []
     for x in (r, d):
         f0 = f0_track(x, sr, frame_period_ms, method)

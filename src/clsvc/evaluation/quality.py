@@ -23,52 +23,32 @@ naming the fix (``pip install 'clsvc[eval]'``). Check first with :func:`availabl
 
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
-from types import ModuleType
 
 import numpy as np
 
-from clsvc.errors import ClsvcError
+from ..errors import ClsvcError
+from .inputs import mono, require
 
 QUALITY_RATE = 16000  # Hz: the rate of the DNSMOS models and of wide-band PESQ
 DNSMOS_WINDOW_S = 9.01  # seconds: the DNSMOS input window (speechmos ``INPUT_LENGTH``); hop 1 s
 
-_INSTALL = "pip install 'clsvc[eval]'"
 
 
 def available() -> bool:
     """True when speechmos (with onnxruntime), pesq and pystoi can all be imported."""
     try:
-        _require("speechmos.dnsmos", "dnsmos")
-        _require("pesq", "pesq_wb")
-        _require("pystoi", "stoi")
+        require("speechmos.dnsmos", "dnsmos")
+        require("pesq", "pesq_wb")
+        require("pystoi", "stoi")
     except ClsvcError:
         return False
     return True
 
 
-def _require(module: str, what: str) -> ModuleType:
-    """Import ``module`` or raise one ClsvcError that names the missing package and the fix."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        missing = e.name or module
-        raise ClsvcError(
-            f"{what} needs the optional package {missing!r} (imported by {module!r}), which is not "
-            f"installed: {_INSTALL}"
-        ) from e
 
 
-def _mono(wav: np.ndarray, name: str, what: str) -> np.ndarray:
-    """``wav`` as a finite, non-empty 1-D float64 array (ValueError otherwise)."""
-    x = np.asarray(wav, dtype=np.float64).reshape(-1)
-    if x.size == 0:
-        raise ValueError(f"{what}: {name} is empty")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{what}: {name} contains NaN or infinite samples")
-    return x
 
 
 def _to_rate(x: np.ndarray, sr: int, target: int) -> np.ndarray:
@@ -112,8 +92,8 @@ def dnsmos(wav: np.ndarray, sr: int = QUALITY_RATE) -> dict[str, float]:
     Raises ValueError on an empty or non-finite waveform (speechmos would loop forever on an
     empty one), ClsvcError when speechmos / onnxruntime is not installed.
     """
-    mod = _require("speechmos.dnsmos", "dnsmos")
-    x = _to_rate(_mono(wav, "wav", "dnsmos"), sr, QUALITY_RATE)
+    mod = require("speechmos.dnsmos", "dnsmos")
+    x = _to_rate(mono(wav, "wav", "dnsmos"), sr, QUALITY_RATE)
     if x.size == 0:
         raise ValueError("dnsmos: wav is empty after resampling to 16 kHz")
     x32 = np.clip(x, -1.0, 1.0).astype(np.float32)
@@ -135,8 +115,8 @@ def dnsmos(wav: np.ndarray, sr: int = QUALITY_RATE) -> dict[str, float]:
 
 def _pair(ref: np.ndarray, deg: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Both signals as 1-D float64, cropped to the shorter length."""
-    r = _mono(ref, "ref", what)
-    d = _mono(deg, "deg", what)
+    r = mono(ref, "ref", what)
+    d = mono(deg, "deg", what)
     n = min(r.size, d.size)
     return r[:n], d[:n]
 
@@ -164,7 +144,7 @@ def pesq_wb(ref: np.ndarray, deg: np.ndarray, sr: int = QUALITY_RATE) -> float:
     NaNs when averaging over a corpus. Other PESQ errors (e.g. ``pesq.BufferTooShortError`` for
     clips under about 0.25 s) propagate.
     """
-    mod = _require("pesq", "pesq_wb")
+    mod = require("pesq", "pesq_wb")
     r, d = _pair(ref, deg, "pesq_wb")
     r = _to_rate(r, sr, QUALITY_RATE)
     d = _to_rate(d, sr, QUALITY_RATE)
@@ -194,7 +174,7 @@ def stoi(ref: np.ndarray, deg: np.ndarray, sr: int = QUALITY_RATE, extended: boo
     frames (about 0.4 s of speech) -- where pystoi itself would warn and return 1e-5, a value that
     would drag averages down as if it were a measurement.
     """
-    mod = _require("pystoi", "stoi")
+    mod = require("pystoi", "stoi")
     r, d = _pair(ref, deg, "stoi")
     if not np.any(r):
         return math.nan

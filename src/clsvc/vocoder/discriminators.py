@@ -27,6 +27,18 @@ Output = tuple[list[torch.Tensor], list[list[torch.Tensor]]]
 SLOPE = 0.1  # LeakyReLU slope of HiFi-GAN and UnivNet
 
 
+
+def _conv_features(convs: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv stack then the output conv on x (B, C, H, W): (flattened logits (B, K),
+    every layer's output, for feature matching)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), SLOPE)
+        feats.append(x)
+    x = out(x)
+    feats.append(x)
+    return x.flatten(1), feats
+
 class PeriodDiscriminator(nn.Module):
     """One MPD branch: the wave (B, N) reflect-padded to a multiple of ``period`` and folded to
     a (N / period) x period image, so that samples ``period`` apart line up in one column; then
@@ -54,13 +66,7 @@ class PeriodDiscriminator(nn.Module):
             # Reflect (not zeros) so the fold does not end in an artificial silent tail.
             x = F.pad(x, (0, pad), mode="reflect" if n > pad else "replicate")
         x = x.view(b, 1, (n + pad) // self.period, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_features(self.convs, self.out, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -117,13 +123,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """wav (B, N) -> (logits (B, K), feature maps (B, C, F_i, frames))."""
         x = self.spectrogram(wav)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), SLOPE)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_features(self.convs, self.out, x)
 
 
 class MultiResolutionDiscriminator(nn.Module):
