@@ -39,6 +39,21 @@ def _conv_features(convs: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> tup
     feats.append(x)
     return x.flatten(1), feats
 
+class _Ensemble(nn.Module):
+    """Sub-discriminators in ``self.discriminators``, each run on the same wave."""
+
+    discriminators: nn.ModuleList
+
+    def forward(self, wav: torch.Tensor) -> Output:
+        """wav (B, N) at 16 kHz -> (logits per sub-discriminator, feature maps per sub-discriminator)."""
+        logits, feats = [], []
+        for d in self.discriminators:
+            score, f = d(wav)
+            logits.append(score)
+            feats.append(f)
+        return logits, feats
+
+
 class PeriodDiscriminator(nn.Module):
     """One MPD branch: the wave (B, N) reflect-padded to a multiple of ``period`` and folded to
     a (N / period) x period image, so that samples ``period`` apart line up in one column; then
@@ -69,7 +84,7 @@ class PeriodDiscriminator(nn.Module):
         return _conv_features(self.convs, self.out, x)
 
 
-class MultiPeriodDiscriminator(nn.Module):
+class MultiPeriodDiscriminator(_Ensemble):
     """HiFi-GAN's MPD: one :class:`PeriodDiscriminator` per period (primes, so the periods see
     disjoint sample lattices). ``channels``: widths of the strided convs, the last one unstrided
     (HiFi-GAN: 32, 128, 512, 1024, 1024)."""
@@ -79,14 +94,6 @@ class MultiPeriodDiscriminator(nn.Module):
         super().__init__()
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels, kernel, stride) for p in periods)
 
-    def forward(self, wav: torch.Tensor) -> Output:
-        """wav (B, N) at 16 kHz -> (logits per period, feature maps per period)."""
-        logits, feats = [], []
-        for d in self.discriminators:
-            score, f = d(wav)
-            logits.append(score)
-            feats.append(f)
-        return logits, feats
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -126,7 +133,7 @@ class ResolutionDiscriminator(nn.Module):
         return _conv_features(self.convs, self.out, x)
 
 
-class MultiResolutionDiscriminator(nn.Module):
+class MultiResolutionDiscriminator(_Ensemble):
     """One :class:`ResolutionDiscriminator` per (n_fft, hop, win) in ``resolutions``, all
     ``channels`` wide."""
 
@@ -136,11 +143,3 @@ class MultiResolutionDiscriminator(nn.Module):
         super().__init__()
         self.discriminators = nn.ModuleList(ResolutionDiscriminator(n, h, w, channels) for n, h, w in resolutions)
 
-    def forward(self, wav: torch.Tensor) -> Output:
-        """wav (B, N) at 16 kHz -> (logits per resolution, feature maps per resolution)."""
-        logits, feats = [], []
-        for d in self.discriminators:
-            score, f = d(wav)
-            logits.append(score)
-            feats.append(f)
-        return logits, feats
