@@ -282,6 +282,12 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(timeout=5)
+    # CPython's atexit hook wakes every executor it still lists, through a pipe that a broken
+    # pool has closed: it would print "Bad file descriptor" after our one-line error. Unlist it.
+    with contextlib.suppress(Exception):
+        import concurrent.futures.process as cfp
+
+        cfp._threads_wakeups.pop(pool._executor_manager_thread, None)
 
 
 def _run_pool(args: list[tuple], jobs: int) -> Generator[tuple[int, str], None, None]:
