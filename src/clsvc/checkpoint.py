@@ -14,6 +14,12 @@ Integrity: :func:`save_checkpoint` stores :func:`weights_sha256` of the weights 
 weight is finite, so that a file damaged on disk or in transfer is refused with one line instead
 of converting with garbage weights (``torch.load`` does not check the zip members' CRCs) or
 crashing later with a KeyError.
+
+Half precision: ``export_model(..., dtype=torch.float16)`` (``clsvc export --fp16``, what the
+shipped models of :mod:`clsvc.pretrained` are) stores the floating-point weights as float16 (half
+the size) and tags the file ``dtype: "float16"``; the hash covers the stored float16 weights and
+:func:`load_checkpoint` checks it before upcasting them to float32 (CPU inference runs in
+float32). The speaker table stays float32 (a few numbers per speaker).
 """
 
 from __future__ import annotations
@@ -69,8 +75,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def _damaged(path: Path, what: str) -> ClsvcError:
-    return ClsvcError(f"{path}: damaged checkpoint ({what}); {_FIX_DAMAGED}")
+class DamagedCheckpoint(ClsvcError):
+    """A clsvc checkpoint damaged on disk or in transfer; ``what`` says how (callers that know a
+    better fix than re-exporting, e.g. a shipped model's "reinstall", reword the message)."""
+
+    def __init__(self, path: Path, what: str):
+        super().__init__(f"{path}: damaged checkpoint ({what}); {_FIX_DAMAGED}")
+        self.path = path
+        self.what = what
+
+
+def _damaged(path: Path, what: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(path, what)
 
 
 def _type(v: Any) -> str:
@@ -96,6 +112,11 @@ def _is_plain(v: Any) -> bool:
     if isinstance(v, dict):
         return all(isinstance(k, str) and _is_plain(x) for k, x in v.items())
     return False
+
+
+#: Weight dtypes an exported file may store (``dtype`` entry; absent: as trained, float32).
+STORED_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _unreadable(path: Path) -> ClsvcError:
@@ -134,6 +155,9 @@ def _check_structure(path: Path, ckpt: dict[str, Any]) -> None:
     for key in ("config", "model", "step", "speakers"):
         if key not in ckpt:
             raise _damaged(path, f"no {key!r} entry")
+    dtype = ckpt.get("dtype", "float32")
+    if dtype not in STORED_DTYPES:
+        raise _damaged(path, f"'dtype' is {_short(dtype)}, expected one of {', '.join(STORED_DTYPES)}")
 
     config = ckpt["config"]
     if not isinstance(config, dict):
@@ -217,7 +241,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ClsvcError(f"{path}: not a clsvc checkpoint (no '{FORMAT}' tag); {_NOT_OURS}")
     _check_structure(path, ckpt)
-    _check_weights(path, ckpt)
+    _check_weights(path, ckpt)  # on the weights as stored (float16 in a --fp16 export)
+    if any(v.dtype in _HALF for v in ckpt["model"].values()):
+        ckpt["model"] = {k: v.float() if v.dtype in _HALF else v for k, v in ckpt["model"].items()}
     return ckpt
 
 
@@ -245,8 +271,55 @@ def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[System, Con
     return model.eval(), cfg
 
 
-def export_model(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the inference-only file of ``checkpoint`` to ``out`` (see the module docstring)."""
+def load_weights(model: System, ckpt: dict[str, Any], where: str) -> None:
+    """Copy the weights (and buffers) of a checkpoint dict into ``model``, which must have the
+    same structure: the same names and shapes (an exported file may lack the ``training_only``
+    parts, which keep ``model``'s own values). Anything else is one ClsvcError line naming
+    ``where`` and the first difference."""
+    state: dict[str, torch.Tensor] = ckpt["model"]
+    own = model.state_dict()
+    optional = model.training_only if is_inference_only(ckpt) else ()
+    missing = [k for k in own if k not in state and not k.startswith(optional)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        if shapes:
+            k = shapes[0]
+            first = f"{_short(k, 80)} is {tuple(state[k].shape)} there, {tuple(own[k].shape)} here"
+        elif missing:
+            first = f"no {_short(missing[0], 80)} there"
+        else:
+            first = f"{_short(unexpected[0], 80)} is not in this model"
+        n = len(missing) + len(unexpected) + len(shapes)
+        raise ClsvcError(f"{where}: its weights do not fit the model of this config ({first}; {n} difference(s)); "
+                         "pass a checkpoint of the same model settings (and training speakers, where the "
+                         "model has a layer per speaker)")
+    model.load_state_dict(state, strict=not optional)
+
+
+def _to_dtype(state: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str) -> dict[str, torch.Tensor]:
+    """``state`` (cloned) with its floating-point tensors cast to ``dtype`` unless that is
+    float32, the dtype they are trained in (integer buffers are kept as they are); a weight beyond
+    ``dtype``'s range (it would become infinite) is one ClsvcError line."""
+    limit = torch.finfo(dtype).max
+    out = {}
+    for k, v in state.items():
+        if dtype != torch.float32 and v.is_floating_point() and v.dtype != dtype:
+            peak = float(v.detach().abs().max()) if v.numel() else 0.0
+            if peak > limit:
+                raise ClsvcError(f"{where}: weight {_short(k, 80)} reaches {peak:.3g}, beyond {dtype} "
+                                 f"(max {limit:.3g}); export it without --fp16")
+            v = v.to(dtype)
+        out[k] = v.clone()
+    return out
+
+
+def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write the inference-only file of ``checkpoint`` to ``out`` (see the module docstring),
+    its floating-point weights stored as ``dtype`` (float32, or float16: half the size)."""
+    names = {v: k for k, v in STORED_DTYPES.items()}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype}")
     ckpt = load_checkpoint(checkpoint)
     model, _ = model_from_checkpoint(ckpt, str(checkpoint))
     payload = {
@@ -254,8 +327,12 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
         "config": ckpt["config"],
         "speakers": list(ckpt.get("speakers", [])),
         "speaker_table": ckpt.get("speaker_table"),
-        "model": {k: v.clone() for k, v in model.inference_state_dict().items()},
+        "model": _to_dtype(model.inference_state_dict(), dtype, str(checkpoint)),
         "step": int(ckpt.get("step", 0)),
         "elapsed": float(ckpt.get("elapsed", 0.0)),
     }
+    if dtype != torch.float32:  # float32 files stay as before (readable by older clsvc unchanged)
+        payload["dtype"] = names[dtype]
+    if isinstance(ckpt.get("init"), dict):  # the weights its run started from (`clsvc train --init`)
+        payload["init"] = ckpt["init"]
     return save_checkpoint(out, payload)

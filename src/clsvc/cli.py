@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Any
 from .config import EvalConfig, add_dataclass_arguments, dataclass_from_namespace
 from .errors import ClsvcError
 from .files import atomic_path
+from .pretrained import DEFAULT_VOCODER
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from .data.manifest import Entry
 
-VOCODER_HELP = "griffin-lim, or the checkpoint/exported file of a trained vocoder (clsvc train --config vocoder-cpu)"
+
+VOCODER_HELP = ("griffin-lim, the checkpoint/exported file of a trained vocoder (clsvc train --config vocoder-cpu), "
+                "or a shipped vocoder's name (clsvc models)")
+CHECKPOINT_HELP = "checkpoint or exported model file, or a shipped model's name (clsvc models)"
 
 
 def _csv_list(text: str) -> list[str]:
@@ -142,17 +147,50 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    """`clsvc train`: train (or `--resume`) a system on preprocessed features."""
+    """`clsvc train`: train (or `--resume`) a system on preprocessed features, or start from the
+    weights of another run (`--init`)."""
     from .config import load_config
     from .training import train
 
+    if a.init is not None and a.resume:
+        raise ClsvcError("--init starts a new run from another checkpoint's weights, --resume continues this "
+                         "run; pass only one of them")
     if a.config is None and not a.resume:
         raise ClsvcError("pass --config (e.g. --config cpu or --config configs/paper.yaml)")
     # On --resume without --config the run's own config is used (overrides still apply).
     cfg = load_config(a.config, a.overrides) if a.config is not None else None
     last = train(cfg, a.data, a.out, resume=a.resume, device=a.device, progress=not a.quiet,
-                 overrides=a.overrides if cfg is None else None)
+                 overrides=a.overrides if cfg is None else None, init=a.init)
     print(f"saved {last}")
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> None:
+    """`clsvc reconstruct`: a copy of a feature folder whose mels are a VC model's own
+    reconstructions (each utterance decoded with its own voice), for fine-tuning a vocoder."""
+    from .checkpoint import HASH_KEY, load_checkpoint, model_from_checkpoint, weights_sha256
+    from .data.reconstruct import reconstruct_features
+    from .inference import Converter
+    from .models import Reference, VCSystem
+
+    device = _device(a.device)
+    ckpt = load_checkpoint(a.checkpoint)
+    model, cfg = model_from_checkpoint(ckpt, a.checkpoint)
+    if not isinstance(model, VCSystem):
+        raise ClsvcError(f"{a.checkpoint}: a {cfg.model.system} checkpoint, not a voice-conversion model; pass "
+                         "the VC model whose mels the vocoder should learn to turn into speech")
+    vc = Converter(model, cfg, ckpt["speakers"], ckpt.get("speaker_table"), device, checkpoint=a.checkpoint)
+
+    def own_voice(mel: np.ndarray, wav: np.ndarray, e: Entry) -> np.ndarray:
+        ref = Reference(mel, wav=wav, key=f"{e.speaker}/{e.utt_id}")
+        # A model without one-shot voices (a speaker table) takes the speaker's own row.
+        return vc.convert_mel(ref, vc.voice([ref]) if vc.one_shot else vc.speaker_embedding(e.speaker))
+
+    about = {"checkpoint": str(Path(a.checkpoint).resolve()), "system": cfg.model.system,
+             "step": int(ckpt["step"]), "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"])}
+    done = reconstruct_features(a.data, a.out, own_voice, cfg.mel, about, force=a.force, progress=not a.quiet)
+    kept = f", {done.skipped} kept from an earlier run" if done.skipped else ""
+    print(f"wrote {done.out / 'manifest.tsv'}: {done.made + done.skipped} utterances reconstructed by "
+          f"{a.checkpoint} ({done.made} now{kept}; waveforms {done.linked} hard-linked, {done.copied} copied)")
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
@@ -215,30 +253,85 @@ def cmd_embed(a: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(embs)} embedding(s) of {embs.shape[1]} dims and their mean")
 
 
+def _print_card(name: str, card: dict[str, Any]) -> None:
+    """A shipped model's card (:class:`clsvc.pretrained.Card`) as a few lines."""
+    print(f"{name}: shipped {card['kind']} model: {card['description']}")
+    data = "; ".join(f"{d['name']} ({d['licence']}{', ' + d['url'] if d.get('url') else ''})" for d in card["data"])
+    print(f"  training data: {data or 'not stated'}")
+    config = f" (config {card['training']['config']})" if card["training"].get("config") else ""
+    print(f"  trained with: {card['training']['command']}{config}; {card['steps']} steps")
+    bench = ", ".join(f"{k} {v:g}" for k, v in card["bench"].items())
+    print(f"  benchmark: {bench or 'none recorded'}")
+    if card["kind"] == "vc":
+        print(f"  speakers to pick (--target-speaker): {', '.join(card['speakers']) or 'none (one-shot only)'}")
+
+
 def cmd_info(a: argparse.Namespace) -> None:
-    """`clsvc info`: what a checkpoint or exported model holds."""
+    """`clsvc info`: what a checkpoint, exported model or shipped model (with its card) holds."""
     import yaml
 
-    from .checkpoint import is_inference_only, load_checkpoint
+    from .checkpoint import is_inference_only
+    from .pretrained import card, is_shipped, load_checkpoint
 
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt, path = load_checkpoint(a.checkpoint)
+    name = is_shipped(path)
+    if name is not None:
+        _print_card(name, card(name))
     spk = ckpt.get("speakers", [])
     kind = "exported model (inference only)" if is_inference_only(ckpt) else "training checkpoint"
-    print(f"{a.checkpoint}: {kind}, step {ckpt['step']}, {ckpt.get('elapsed', 0) / 60:.1f} min of training, "
-          f"saved {ckpt.get('saved_at', '?')}")
+    print(f"{path if name else a.checkpoint}: {kind}, step {ckpt['step']}, "
+          f"{ckpt.get('elapsed', 0) / 60:.1f} min of training, saved {ckpt.get('saved_at', '?')}")
+    n = sum(v.numel() for v in ckpt["model"].values())
+    print(f"weights: {n:,} values stored as {ckpt.get('dtype', 'float32')}")
     print(f"{len(spk)} training speakers: {', '.join(spk[:20])}{' ...' if len(spk) > 20 else ''}")
     print(yaml.safe_dump(ckpt["config"], sort_keys=False).rstrip())
 
 
+def cmd_models(a: argparse.Namespace) -> None:
+    """`clsvc models`: the pretrained models shipped with clsvc (names for --checkpoint / --vocoder)."""
+    from .pretrained import available, folder
+
+    models = available()
+    if not models:
+        print(f"no pretrained models ship with this clsvc yet (they are in training; folder {folder()}); "
+              "pass a checkpoint file to --checkpoint, and griffin-lim or a vocoder file to --vocoder")
+        return
+    width = max(len(m.name) for m in models)
+    for m in models:
+        print(f"{m.name:<{width}}  {m.kind:<7}  {m.description}")
+    print(f"use a name with --checkpoint (vc) or --vocoder (vocoder); `clsvc info NAME` shows its card; "
+          f"files in {folder()}")
+
+
 def cmd_export(a: argparse.Namespace) -> None:
-    """`clsvc export`: the inference-only file of a training checkpoint."""
+    """`clsvc export`: the inference-only file of a training checkpoint (``--fp16``: float16
+    weights; ``--card``: plus the card that makes it a model to ship)."""
+    import torch
+
     from .checkpoint import export_model
 
     out = Path(a.out)
     _writable_output(out, a.force, flag="OUT")
+    dtype = torch.float16 if a.fp16 else torch.float32
+    if a.card is not None:
+        from .config import read_yaml
+        from .pretrained import ship
+
+        if not a.fp16:
+            raise ClsvcError("--card writes a model to ship, whose weights are float16; add --fp16")
+        card_path = Path(a.card)
+        if not card_path.is_file():
+            raise ClsvcError(f"{card_path}: card not found; give a YAML or JSON file with description, data, "
+                             "training and bench")
+        _writable_output(out.with_suffix(".json"), a.force, flag="OUT")
+        pt, js = ship(a.checkpoint, out, read_yaml(card_path, "card"), force=a.force)
+        print(f"wrote {pt} ({pt.stat().st_size / 2**20:.1f} MB, float16) and its card {js}; copy both into "
+              "clsvc/pretrained/ to ship the model by name")
+        return
     with atomic_path(out, suffix=".tmp.pt", exclusive=not a.force) as tmp:
-        export_model(a.checkpoint, tmp)  # save_checkpoint writes straight into this block's temp
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB): weights, config and speakers for inference")
+        export_model(a.checkpoint, tmp, dtype=dtype)  # save_checkpoint writes straight into this block's temp
+    half = ", float16 weights" if a.fp16 else ""
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB{half}): weights, config and speakers for inference")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -332,13 +425,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help="folder written by `clsvc preprocess`")
     s.add_argument("--out", required=True, help="run folder (checkpoints, logs, TensorBoard)")
     s.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly")
+    s.add_argument("--init", metavar="CKPT",
+                   help="start a new run from the weights of CKPT (a training checkpoint or exported file of the "
+                        "same system and model structure; fresh optimizer, step 0), e.g. to fine-tune a vocoder "
+                        "on `clsvc reconstruct` features. A vocoder's generator-step counter comes with its "
+                        "weights, so one trained past vocoder.warmup_steps trains adversarially from the first "
+                        "step (raise vocoder.warmup_steps above its count for a reconstruction-only phase first; "
+                        "an exported vocoder holds no discriminators: they start fresh)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000")
     s.set_defaults(func=cmd_train)
 
+    s = sub.add_parser("reconstruct", help="features whose mels are a VC model's own reconstructions "
+                                           "(to fine-tune a vocoder on)")
+    s.add_argument("--data", required=True, help="feature folder written by `clsvc preprocess --keep-wav`")
+    s.add_argument("--checkpoint", required=True, help="the VC model (training checkpoint or exported file)")
+    s.add_argument("--out", required=True,
+                   help="feature folder to write: the same manifest, splits and waveforms (hard-linked), each mel "
+                        "decoded from its own content and voice; a rerun resumes (finished files are kept)")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1 ...")
+    s.add_argument("--force", action="store_true",
+                   help="write into an --out holding something else (e.g. another model's reconstructions) and "
+                        "make every file again")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_reconstruct)
+
     s = sub.add_parser("convert", help="convert speech into another voice")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     s.add_argument("--source", help="utterance whose words are kept")
     s.add_argument("--target", nargs="+", help="one or more utterances of the target voice")
     s.add_argument("--target-speaker", help="a training speaker's name instead of --target")
@@ -353,30 +467,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true",
                    help="overwrite existing outputs (a --list rerun otherwise skips rows already written)")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
+    s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("embed", help="speaker embeddings of wav files")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     s.add_argument("--out", required=True, help=".npz with embeddings (N, dim), files and mean")
     s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1 ...")
     s.add_argument("--force", action="store_true")
     s.add_argument("wavs", nargs="+")
     s.set_defaults(func=cmd_embed)
 
-    s = sub.add_parser("info", help="what a checkpoint holds")
-    s.add_argument("checkpoint")
+    s = sub.add_parser("info", help="what a checkpoint holds (a shipped model: its card too)")
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
     s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("models", help="list the pretrained models shipped with clsvc")
+    s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("export", help="write an inference-only model file (no optimizer, no discriminators)")
     s.add_argument("checkpoint", help="training checkpoint (RUN/checkpoints/last.pt)")
     s.add_argument("out", help="model file to write (.pt); `clsvc convert --checkpoint OUT` and clsvc.load take it")
+    s.add_argument("--fp16", action="store_true",
+                   help="store the weights as float16 (half the size; loading upcasts them to float32)")
+    s.add_argument("--card", metavar="FILE",
+                   help="with --fp16: also write OUT's card (OUT with .json), making OUT.pt + OUT.json a model "
+                        "to ship in clsvc/pretrained/; FILE (YAML or JSON) gives description, data, training, "
+                        "bench and speakers; kind, steps and the weights' SHA-256 are filled in")
     s.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("evaluate", help="convert a fixed protocol of pairs and score it (report.md)")
     s.add_argument("--data", required=True, help="folder written by `clsvc preprocess` (the test corpus)")
-    s.add_argument("--checkpoint", help="model to evaluate")
+    s.add_argument("--checkpoint", help=f"model to evaluate: {CHECKPOINT_HELP}")
     s.add_argument("--pairs", help="score another system: pair list (from --export-pairs) whose "
                                    "`converted` column points at its wav files")
     s.add_argument("--export-pairs", metavar="CSV", help="only write the protocol's pair list and exit")
@@ -386,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--force", action="store_true", help="replace an existing report folder")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
+    s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("experiment", help="train and evaluate several systems, write the comparison")
@@ -395,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", help="comma-separated system names to run (the comparison covers these)")
     s.add_argument("--force-eval", action="store_true", help="re-evaluate finished systems")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
+    s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("demo", help="synthesise voices, train, convert and score (no data needed)")
@@ -404,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voices", type=int, default=8, help="synthetic voices to create (>= 4)")
     s.add_argument("--force", action="store_true", help="retrain even if OUT has a finished model")
     s.add_argument("--quick", action="store_true", help="a seconds-long smoke run (for tests)")
-    s.add_argument("--vocoder", default="griffin-lim", help=VOCODER_HELP)
+    s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.set_defaults(func=cmd_demo)
     return p
 

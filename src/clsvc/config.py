@@ -118,6 +118,11 @@ class ModelConfig:
     # Content-code post-processing (paper: none). "instance" removes each utterance's per-channel
     # mean and scale over time, i.e. the time-invariant part where a voice hides most easily.
     content_norm: ContentNorm = "none"
+    # Remedy (not in the paper): the content code is read from a voice-perturbed copy of the input
+    # (training only; models/augment.py): a frequency warp up to this ratio (1 = off) and a random
+    # smooth equaliser up to ``voice_eq_db`` dB (0 = off). S_x and the target stay the original.
+    voice_warp: float = 1.0
+    voice_eq_db: float = 0.0
     # C1 on the L2-normalised S_x: "linear" (paper) or "cosine" (scaled cosine logits).
     speaker_classifier: SpeakerClassifier = "linear"
     cosine_scale: float = 16.0
@@ -685,7 +690,8 @@ _MIN_INT: dict[str, int] = {
 _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
-    "mel.highpass_hz", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code", "loss.convert_cls",
+    "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
+    "loss.convert_cls",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes",
@@ -751,6 +757,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"must be >= 1 when model.postnet_layers >= 2 (it is {m.postnet_layers})")
     need(m.adversary_layers < 1 or m.adversary_hidden >= 1, "model.adversary_hidden",
          f"must be >= 1 when model.adversary_layers >= 1 (it is {m.adversary_layers})")
+    need(_is_number(m.voice_warp) and 1.0 <= m.voice_warp <= 2.0, "model.voice_warp",
+         "must be in [1, 2] (the largest frequency ratio of the warp; 1 = off)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")
     need(_is_number(mel.fmin) and 0 < mel.fmin < mel.fmax, "mel.fmin", f"must be > 0 and below mel.fmax = {mel.fmax!r}")
     need(_is_number(mel.fmax) and mel.fmax <= mel.sample_rate / 2, "mel.fmax",

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ClsvcError
+from .pretrained import DEFAULT_VOCODER, vocoder_file
 
 # (espeak-ng voice+variant, pitch 0-99, words per minute, gender). Distinct accents, variants,
 # pitches and speeds, so that the voices differ the way speakers do.
@@ -80,7 +81,7 @@ def synthesise(corpus: Path, n_voices: int, n_sentences: int) -> None:
 
 
 def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = False,
-             quick: bool = False, vocoder: str = "griffin-lim") -> dict:
+             quick: bool = False, vocoder: str = DEFAULT_VOCODER) -> dict:
     """Synthesise voices, train for ``minutes``, convert held-out sentences and score them into ``out``."""
     from .audio import load_wav, save_wav
     from .config import load_config
@@ -92,6 +93,7 @@ def run_demo(out: Path, minutes: float = 12.0, voices: int = 8, force: bool = Fa
 
     if not 4 <= voices <= len(VOICES):
         raise ClsvcError(f"--voices must be between 4 and {len(VOICES)}")
+    vocoder_file(vocoder)  # an unknown --vocoder is reported before minutes of training
     n_sent = 14 if quick else 40
     held = 2 if quick else HELD_OUT
     if quick:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ClsvcError
+from .pretrained import DEFAULT_VOCODER, vocoder_file
 
 DONE = "done.json"
 
@@ -185,7 +186,7 @@ def train_system(spec: SystemSpec, exp: Experiment, feats: Path, run: Path, prog
 
 
 def run_experiment(path: str | Path, work: str | Path | None = None, only: list[str] | None = None,
-                   progress: bool = True, force_eval: bool = False, vocoder: str = "griffin-lim") -> dict:
+                   progress: bool = True, force_eval: bool = False, vocoder: str = DEFAULT_VOCODER) -> dict:
     """Train, evaluate and compare every system of the experiment file (resumable)."""
     from .evaluation.scoring import check_scorers
     from .evaluation.suite import eval_config, evaluate
@@ -198,6 +199,7 @@ def run_experiment(path: str | Path, work: str | Path | None = None, only: list[
         raise ClsvcError(f"--only {','.join(only)} matches no system of {exp.source}")
     cfg = eval_config(exp.eval, f"{exp.source}: eval")
     check_scorers(cfg)  # a missing scorer package is reported before hours of training
+    vocoder_file(vocoder)  # so is an unknown --vocoder
     feats = _features(exp, work, progress)
     results = {}
     for i, spec in enumerate(systems, 1):

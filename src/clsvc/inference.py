@@ -3,6 +3,8 @@
 :class:`Converter` wraps a trained system (:class:`~clsvc.models.VCSystem`, rebuilt from the
 checkpoint alone) with the checkpoint's mel definition and a vocoder. Waveforms in and out are float32 numpy
 arrays at the config's sample rate (16 kHz); paths are read with :func:`clsvc.audio.load_wav`.
+Checkpoints and vocoders are given as files or as the names of models shipped with clsvc
+(:mod:`clsvc.pretrained`: ``clsvc models`` lists them).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import numpy as np
 import torch
 
 from .audio import check_waveform, load_wav, wav_to_mel
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import model_from_checkpoint
 from .config import Config
 from .devices import pick_device
 from .errors import ClsvcError
 from .files import read_utf8
 from .models import NotOneShot, Reference, VCSystem
+from .pretrained import DEFAULT_VOCODER
+from .pretrained import load_checkpoint as load_named
 from .vocoder import get_vocoder
 
 Audio = str | Path | np.ndarray
@@ -35,11 +39,12 @@ class Converter:
     (one-shot) or, for a training speaker's name, the stored speaker table. ``chunk_frames``
     bounds the frames converted at once (long inputs are split into overlapping chunks,
     cross-faded over ``overlap_frames`` in the mel domain and vocoded as one, so there are no
-    seams). ``checkpoint`` names the file the model came from (for messages and reports).
+    seams). ``checkpoint`` names the file (or shipped model) the model came from (for messages
+    and reports). ``vocoder``: ``griffin-lim``, a vocoder file or a shipped vocoder's name.
     """
 
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
-                 device: str | torch.device = "cpu", vocoder: str | Path = "griffin-lim",
+                 device: str | torch.device = "cpu", vocoder: str | Path = DEFAULT_VOCODER,
                  chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model"):
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
@@ -55,9 +60,10 @@ class Converter:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kw) -> Converter:
-        """Rebuild from a training checkpoint or an exported model file alone."""
-        ckpt = load_checkpoint(path, map_location="cpu")
-        model, cfg = model_from_checkpoint(ckpt, str(path))
+        """Rebuild from a training checkpoint, an exported model file or a shipped model's name
+        (:func:`clsvc.pretrained.resolve`: an existing file wins) alone."""
+        ckpt, file = load_named(path, "vc", map_location="cpu")
+        model, cfg = model_from_checkpoint(ckpt, str(file))
         if not isinstance(model, VCSystem):
             raise ClsvcError(f"{path}: a {cfg.model.system} checkpoint, not a voice-conversion model; "
                              "pass a VC model's checkpoint (a vocoder goes to --vocoder)")
@@ -204,7 +210,8 @@ class Converter:
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu", **kw) -> Converter:
-    """Rebuild a :class:`Converter` from a checkpoint (or exported model) file alone."""
+    """Rebuild a :class:`Converter` from a checkpoint (or exported model) file, or a shipped
+    model's name, alone; ``vocoder=`` likewise takes a file or a shipped vocoder's name."""
     return Converter.from_checkpoint(checkpoint, device=device, **kw)
 
 

@@ -34,6 +34,7 @@ from ..data.manifest import Entry, read_features_mel, read_manifest
 from ..errors import ClsvcError
 from ..files import atomic_dir
 from ..models import Reference
+from ..pretrained import DEFAULT_VOCODER, vocoder_file
 from . import report
 from .metrics import CONDITIONS, Row, summarize
 from .probes import NO_CONTENT
@@ -50,7 +51,7 @@ __all__ = ["EvalConfig", "build_protocol", "eval_config", "evaluate", "read_pair
 def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = None,
              pairs_csv: str | Path | None = None, cfg: EvalConfig | None = None, device: str = "cpu",
              force: bool = False, progress: bool = True, title: str | None = None,
-             bounds_cache: str | Path | None = None, vocoder: str = "griffin-lim") -> dict[str, Any]:
+             bounds_cache: str | Path | None = None, vocoder: str = DEFAULT_VOCODER) -> dict[str, Any]:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
@@ -123,9 +124,10 @@ def eval_config(overrides: dict[str, Any] | None = None, where: str = "eval sett
 
 
 def _vocoder_id(vocoder: str) -> str:
-    """What the bound scores depend on of the vocoder: its name, or its file's path and time."""
-    path = Path(vocoder)
-    return f"{path.resolve()}@{path.stat().st_mtime_ns}" if path.is_file() else str(vocoder)
+    """What the bound scores depend on of the vocoder: its name, or its file's (a shipped
+    vocoder's too) path and time."""
+    path = vocoder_file(vocoder)
+    return f"{path.resolve()}@{path.stat().st_mtime_ns}" if path is not None else str(vocoder)
 
 
 class _BoundsCache:
@@ -133,7 +135,7 @@ class _BoundsCache:
     depend on (a cache made under other settings, or unreadable, is ignored and rewritten)."""
 
     def __init__(self, path: str | Path | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,
-                 pools: dict[str, list[str]], vocoder: str = "griffin-lim"):
+                 pools: dict[str, list[str]], vocoder: str = DEFAULT_VOCODER):
         keep = {k: v for k, v in asdict(cfg).items()
                 if k not in ("samples", "probes", "tsne", "tsne_utterances", "tsne_speakers", "bounds")}
         if not keep.get("any2many_pairs"):  # caches made before the setting existed stay valid
@@ -170,7 +172,7 @@ def _convert(vc: Converter, pair: Pair, src_mel: np.ndarray, audio: AudioCache) 
 
 def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,
          entries: list[Entry], out: Path, progress: bool, bounds_cache: str | Path | None,
-         meta: dict[str, Any], vocoder: str = "griffin-lim", device: str = "cpu") -> dict[str, Any]:
+         meta: dict[str, Any], vocoder: str = DEFAULT_VOCODER, device: str = "cpu") -> dict[str, Any]:
     """Convert and score every pair, then write the report files into the folder ``out``."""
     from tqdm import tqdm
 

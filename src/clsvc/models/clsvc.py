@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..config import Config, LossConfig, ModelConfig
+from ..config import Config, LossConfig, MelConfig, ModelConfig
+from .augment import VoicePerturb
 from .base import Codes, VCSystem
 from .layers import (
     CosineClassifier,
@@ -105,7 +106,8 @@ class ClsVC(VCSystem):
 
     @classmethod
     def from_config(cls, cfg: Config) -> ClsVC:
-        return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss, adversary_lr_mult=cfg.optim.adversary_lr_mult)
+        return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss, adversary_lr_mult=cfg.optim.adversary_lr_mult,
+                   mel=cfg.mel)
 
     def param_groups(self, phase: str) -> list[dict[str, Any]]:
         """Two groups: everything but C2, and C2 at ``optim.adversary_lr_mult`` times the rate."""
@@ -115,7 +117,7 @@ class ClsVC(VCSystem):
                 {"params": adv, "lr_scale": self.adversary_lr_mult}]
 
     def __init__(self, cfg: ModelConfig, n_mels: int = 80, loss: LossConfig | None = None,
-                 adversary_lr_mult: float = 1.0):
+                 adversary_lr_mult: float = 1.0, mel: MelConfig | None = None):
         super().__init__()
         self.cfg = cfg
         self.loss_cfg = loss or LossConfig()
@@ -131,6 +133,11 @@ class ClsVC(VCSystem):
             self.speaker_classifier = nn.Linear(cfg.speaker_dim, cfg.n_speakers)
         self.adversary = mlp(cfg.content_dim, cfg.adversary_hidden, cfg.n_speakers, cfg.adversary_layers)
         self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
+        self.perturb: VoicePerturb | None = None
+        if cfg.voice_warp > 1.0 or cfg.voice_eq_db > 0:
+            mel = mel or MelConfig(n_mels=n_mels)
+            self.perturb = VoicePerturb(n_mels, mel.fmin, mel.fmax, cfg.voice_warp, cfg.voice_eq_db,
+                                        -mel.min_level_db)
 
     # ------------------------------------------------------------------ pieces
 
@@ -177,6 +184,10 @@ class ClsVC(VCSystem):
         """One training pass. ``perm`` (B,) names each row's conversion partner; when given,
         D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses."""
         speaker, content, mask = self.encode(mel, lengths)
+        if self.perturb is not None and self.training:
+            # The content code of a voice-perturbed copy must rebuild the original with S_x of
+            # the original: the perturbed voice cannot help, so C_x learns to ignore it.
+            _, content, _ = self.encode(self.perturb(mel), lengths)
         s_norm = F.normalize(speaker, dim=-1)
         mel_out, mel_post = self.decode(content, s_norm)
         speaker_re, content_re, _ = self.encode(mel_post, lengths)

@@ -22,6 +22,12 @@ Stopping and resuming (``--resume`` continues exactly as if the run had not stop
   them in TensorBoard) and continues from it.
 * A checkpoint that cannot be written (disk full) stops training with one line; ``last.pt``
   keeps the previous step.
+
+Starting from another run's weights (``init``, ``clsvc train --init CKPT``): a new run whose
+model is loaded from CKPT (a training checkpoint or an exported file of the same system, mel
+definition and model structure) before its first step; optimizers, step counter, log and RNG
+start fresh. The run records CKPT's path and ``weights_sha256`` in every checkpoint (``init``)
+and atop ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..checkpoint import is_inference_only, load_checkpoint, save_checkpoint
+from ..checkpoint import HASH_KEY, is_inference_only, load_checkpoint, load_weights, save_checkpoint, weights_sha256
 from ..config import Config, MelConfig, config_from_dict, to_dict, with_overrides
 from ..data.dataset import Batch, FeatureSet
 from ..data.manifest import check_features_mel, read_manifest
@@ -237,7 +243,7 @@ def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
 def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = False,
           device: str = "auto", progress: bool = True,
           on_log: Callable[[str, int, dict[str, float]], None] | None = None,
-          overrides: list[str] | None = None) -> Path:
+          overrides: list[str] | None = None, init: str | Path | None = None) -> Path:
     """Train ClsVC on the preprocessed features in ``data``; returns the last checkpoint path.
 
     With ``resume``, training continues from ``run/checkpoints/last.pt`` exactly where it
@@ -245,27 +251,42 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
     or differ only in the ``train``/``optim`` sections (e.g. a larger ``train.max_steps``);
     ``overrides`` are applied to the run's config when ``cfg`` is None.
 
+    With ``init`` (not with ``resume``) a new run starts from the weights of that checkpoint or
+    exported file: same ``model.system`` and mel definition, and the same structure (names and
+    shapes of every weight; an exported file's missing training-only parts, e.g. classifiers or
+    discriminators, start fresh), else a one-line ClsvcError naming the file. Optimizers start
+    fresh and the run counts from step 0. Whatever a system keeps in its weights comes along:
+    the vocoder's ``steps`` buffer (generator steps taken), so fine-tuning a vocoder trained past
+    ``vocoder.warmup_steps`` continues adversarially from its first step (set
+    ``vocoder.warmup_steps`` above that count to have a reconstruction-only phase again). The
+    system then prepares for this run's data as every run does (AutoVC re-fits its speakers'
+    mean d-vectors).
+
     SIGINT and SIGTERM stop training after the step in progress, which is saved; then
     :class:`TrainingStopped` (a ``KeyboardInterrupt``) is raised (see the module docstring).
     """
     run = Path(run)
+    if init is not None and resume:
+        raise ClsvcError("--init starts a new run from another checkpoint's weights, --resume continues this "
+                         "run; pass only one of them")
     info = dist_utils.setup(device)
     try:
         with StopSignals(run / "checkpoints" / LAST) as stop:
-            return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop)
+            return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop,
+                          Path(init) if init is not None else None)
     finally:
         dist_utils.teardown()
 
 
 def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
-           progress: bool, on_log, overrides: list[str], stop: StopSignals) -> Path:
+           progress: bool, on_log, overrides: list[str], stop: StopSignals, init: Path | None) -> Path:
     with contextlib.ExitStack() as cleanup:
         lock: IO[str] | None = None
         if info.is_main and run.is_dir():  # refuse a second trainer before any work
             lock = cleanup.enter_context(lock_run(run))
         if info.is_main:
             check_run_dir(run, resume)
-        setup = _setup(cfg, data, run, resume, info, overrides)
+        setup = _setup(cfg, data, run, resume, info, overrides, init)
         if info.is_main:  # everything checked: now the run folder is made
             make_run_dir(run)
             if lock is None:
@@ -273,7 +294,8 @@ def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             remove_orphans(run)
             setup.last_val = trim_log(run, setup.state.step) if resume else -1
             try:
-                atomic_write_text(run / CONFIG, yaml.safe_dump(setup.state.cfg.to_dict(), sort_keys=False))
+                atomic_write_text(run / CONFIG, _init_note(setup.state.init)
+                                  + yaml.safe_dump(setup.state.cfg.to_dict(), sort_keys=False))
             except OSError as e:
                 raise ClsvcError(f"{run / CONFIG}: could not write ({e.strerror or e}); free space or "
                                  "choose another --out") from None
@@ -294,10 +316,38 @@ class _Setup:
         self.last_val = -1  # step of the last validation row in the log
 
 
+def _init_note(init: dict[str, Any] | None) -> str:
+    """The comment atop ``config.yaml`` of a run started with ``--init`` ("" for others)."""
+    if init is None:
+        return ""
+    return (f"# initialised from {init.get('path')} (weights_sha256 {init.get('weights_sha256')}, "
+            f"its step {init.get('step')}): clsvc train --init\n")
+
+
+def _read_init(path: Path, cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint ``--init`` names and the run's record of it, once it is of ``cfg``'s
+    system and mel definition (its structure is checked when it is loaded into the model)."""
+    ckpt = load_checkpoint(path, map_location="cpu")
+    have = config_from_dict(ckpt["config"], f"{path} (config)")
+    if have.model.system != cfg.model.system:
+        raise ClsvcError(
+            f"{path}: a {have.model.system} checkpoint, and this run trains {cfg.model.system}; pass a "
+            f"{cfg.model.system} checkpoint to --init, or a config of model.system: {have.model.system}"
+        )
+    mine, theirs = to_dict(cfg.mel), to_dict(have.mel)
+    diff = [f"mel.{k}" for k in mine if mine[k] != theirs.get(k)]
+    if diff:
+        raise ClsvcError(f"{path}: its weights were trained on another mel definition (differs in "
+                         f"{', '.join(diff)}); pass a checkpoint trained on the mel definition of this config")
+    record = {"path": str(path.resolve()), "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"]),
+              "step": int(ckpt["step"]), "kind": str(ckpt.get("kind", "train")), "system": have.model.system}
+    return ckpt, record
+
+
 def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
-           overrides: list[str]) -> _Setup:
-    """Check the config, data and checkpoint and build the training state (nothing is written
-    to the run folder)."""
+           overrides: list[str], init: Path | None = None) -> _Setup:
+    """Check the config, data and checkpoint(s) and build the training state (nothing is
+    written to the run folder)."""
     last = run / "checkpoints" / LAST
     ckpt = None
     if resume:
@@ -311,6 +361,7 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         _check_resume_config(cfg, ckpt_cfg, last)
     if cfg is None:
         raise ClsvcError("no config given; pass --config (e.g. --config cpu)")
+    start: tuple[dict[str, Any], dict[str, Any]] | None = _read_init(init, cfg) if init is not None else None
     ws = info.world_size
     if cfg.train.batch_size % ws:
         raise ClsvcError(
@@ -341,7 +392,10 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
         torch.set_num_threads(cfg.train.threads)
 
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    model = build_system(cfg).to(info.device)
+    model = build_system(cfg)
+    if start is not None:
+        load_weights(model, start[0], str(init))
+    model = model.to(info.device)
     voice_cache = VectorCache(data / VOICE_CACHE)
     # A voice part whose vectors the system trains on (AutoVC's mean d-vectors) makes them now.
     model.prepare(speaker_refs(train_set, FIT_UTTERANCES, cfg.mel), voice_cache)
@@ -358,7 +412,8 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     if info.device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported():
         scaler = torch.amp.GradScaler("cuda")
     gen = torch.Generator().manual_seed(cfg.train.seed + 1000 * info.rank)
-    state = TrainState(cfg, model, net, optimizers, scaler, gen, train_set.speakers)
+    state = TrainState(cfg, model, net, optimizers, scaler, gen, train_set.speakers,
+                       init=start[1] if start is not None else None)
     if ckpt is not None:
         restore(state, ckpt, info.rank)
         state.cfg = cfg  # keep the (possibly extended) train/optim settings of this command

@@ -35,6 +35,9 @@ class TrainState:
     # Steps that reported each term (a phase idle on some steps, e.g. a GAN's discriminator
     # updated every k steps, averages over the steps it ran).
     log_counts: dict[str, int] = field(default_factory=dict)
+    # The checkpoint a run started from (``clsvc train --init``): its path, weights_sha256, step and
+    # kind; saved with every checkpoint of the run (and its export), so the run says where it began.
+    init: dict[str, Any] | None = None
 
     def add_to_log(self, terms: dict[str, float]) -> None:
         """Count one step's loss terms towards the next logged row."""
@@ -134,6 +137,7 @@ def payload(state: TrainState, data_gens: list[Any] | None = None) -> dict[str, 
         "elapsed": state.elapsed,
         "log_window": {"sums": dict(state.log_sums), "counts": dict(state.log_counts)},
         "rng": rng,
+        **({"init": dict(state.init)} if state.init is not None else {}),
     }
 
 
@@ -147,6 +151,7 @@ def restore(state: TrainState, ckpt: dict[str, Any], rank: int = 0) -> None:
     state.step = int(ckpt["step"])
     state.elapsed = float(ckpt.get("elapsed", 0.0))
     state.speaker_table = ckpt.get("speaker_table")
+    state.init = ckpt["init"] if isinstance(ckpt.get("init"), dict) else None
     window = ckpt.get("log_window") or {}  # absent from checkpoints of older versions
     state.log_sums = {str(k): float(v) for k, v in window.get("sums", {}).items()}
     counts = window.get("counts")

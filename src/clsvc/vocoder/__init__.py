@@ -2,7 +2,8 @@
 
 * ``griffin-lim`` — no weights, the iterative inverse of :mod:`clsvc.audio`'s mel (the default).
 * a trained neural vocoder (:mod:`.system`: a Vocos-style generator), given as the path of its
-  checkpoint or exported file (``clsvc train --config vocoder-cpu``, ``clsvc export``).
+  checkpoint or exported file (``clsvc train --config vocoder-cpu``, ``clsvc export``), or as
+  the name of a vocoder shipped with clsvc (:mod:`clsvc.pretrained`).
 
 A vocoder is any callable ``mel -> wav``; :func:`get_vocoder` builds one from a name or path and
 refuses a neural vocoder trained on another mel definition.
@@ -18,10 +19,10 @@ import torch
 
 from ..config import MelConfig, to_dict
 from ..errors import ClsvcError
+from ..pretrained import GRIFFIN_LIM
 from .griffin_lim import GriffinLim
 
 Vocoder = Callable[[np.ndarray], np.ndarray]
-GRIFFIN_LIM = ("griffin-lim", "griffinlim", "gl")
 
 
 class NeuralVocoder:
@@ -41,18 +42,15 @@ class NeuralVocoder:
 
 
 def get_vocoder(name: str | Path, cfg: MelConfig, device: str | torch.device = "cpu") -> Vocoder:
-    """The vocoder ``name`` (``griffin-lim``, or a vocoder checkpoint / exported file) for mels
-    of ``cfg``; an unknown name, a file that is not a vocoder, or one trained on another mel
-    definition is one ClsvcError line."""
+    """The vocoder ``name`` (``griffin-lim``, a vocoder checkpoint / exported file, or a shipped
+    vocoder's name) for mels of ``cfg``; an unknown name, a file that is not a vocoder, or one
+    trained on another mel definition is one ClsvcError line."""
     if str(name) in GRIFFIN_LIM:
         return GriffinLim(cfg)
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..checkpoint import model_from_checkpoint
+    from ..pretrained import load_checkpoint
 
-    path = Path(name)
-    if not path.is_file():
-        raise ClsvcError(f"vocoder {name}: no such file; use griffin-lim or the path of a vocoder checkpoint "
-                         "(clsvc train --config vocoder-cpu, then clsvc export)")
-    ckpt = load_checkpoint(path)
+    ckpt, path = load_checkpoint(name, "vocoder")  # an existing file wins over a shipped name
     model, vcfg = model_from_checkpoint(ckpt, str(path))
     if not hasattr(model, "vocode"):
         raise ClsvcError(f"{path}: a {vcfg.model.system} checkpoint, not a vocoder; pass a vocoder's file "

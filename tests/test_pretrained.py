@@ -1,0 +1,371 @@
+"""Shipped pretrained models (clsvc.pretrained): float16 export, name resolution wherever a
+checkpoint or vocoder is taken, cards, and one-line refusals of unknown names and damaged files.
+
+The models are tiny and untrained (random weights, saved as inference files): what is tested is
+the mechanism, not conversion quality. ``$CLSVC_PRETRAINED_DIR`` points the package at a
+temporary folder of ``NAME.pt`` + ``NAME.json`` pairs written by :func:`clsvc.pretrained.ship`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import clsvc
+from clsvc import pretrained
+from clsvc.checkpoint import HASH_KEY, INFERENCE, export_model, load_checkpoint, save_checkpoint
+from clsvc.cli import main
+from clsvc.config import load_config
+from clsvc.errors import ClsvcError
+from clsvc.models import build_system
+
+from helpers import SPEAKERS, SR, TINY, synth_utterance
+
+VC, VOC = "tiny-vc", "tiny-voc"
+HOP = 256
+TINY_VOCODER = ["model.system=vocoder", "vocoder.dim=16", "vocoder.intermediate=32", "vocoder.layers=2",
+                "vocoder.mpd_periods=[2, 3]", "vocoder.mpd_channels=[4, 8, 8]", "vocoder.mrd_channels=4",
+                "vocoder.mrd_resolutions=[[512, 128, 512], [256, 64, 256]]"]
+CARD = {"description": "a tiny untrained model for tests",
+        "data": [{"name": "generated toys", "licence": "CC0-1.0", "url": "https://example.org/toys"}],
+        "training": {"command": "clsvc train --config cpu", "config": "cpu"},
+        "bench": {"mcd_audio": 9.5, "cos_tgt": 0.5}}
+
+
+def _model_file(path: Path, cfg, speakers: list[str], seed: int) -> Path:
+    """An untrained system of ``cfg`` saved as an inference file (what ``clsvc export`` reads)."""
+    torch.manual_seed(seed)
+    cfg.model.n_speakers = max(len(speakers), 1)
+    model = build_system(cfg)
+    table = None
+    if speakers:
+        table = torch.nn.functional.normalize(torch.randn(len(speakers), model.speaker_dim), dim=1)
+    payload = {"kind": INFERENCE, "config": cfg.to_dict(), "speakers": speakers, "speaker_table": table,
+               "model": model.inference_state_dict(), "step": 1234, "elapsed": 60.0}
+    return save_checkpoint(path, payload)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """fp32 sources of a VC model and a vocoder, and a shipped folder holding both as fp16."""
+    root = tmp_path_factory.mktemp("pretrained")
+    vc = _model_file(root / "vc32.pt", load_config("cpu", TINY), list(SPEAKERS), seed=0)
+    voc = _model_file(root / "voc32.pt", load_config("vocoder-cpu", TINY_VOCODER), [], seed=1)
+    shipped = root / "shipped"
+    shipped.mkdir()
+    pretrained.ship(vc, shipped / f"{VC}.pt", dict(CARD, speakers=["spk_a", "spk_b"]))
+    pretrained.ship(voc, shipped / f"{VOC}.pt", CARD)
+    return {"vc": vc, "voc": voc, "folder": shipped}
+
+
+@pytest.fixture
+def shipped(models, monkeypatch) -> Path:
+    monkeypatch.setenv(pretrained.ENV, str(models["folder"]))
+    return models["folder"]
+
+
+@pytest.fixture
+def copy_of(models, tmp_path, monkeypatch):
+    """A writable copy of the shipped folder (for damaging it), made the shipped folder."""
+    folder = tmp_path / "copy"
+    shutil.copytree(models["folder"], folder)
+    monkeypatch.setenv(pretrained.ENV, str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wavs")
+    out = {"src": root / "src.wav", "ref": root / "ref.wav"}
+    sf.write(out["src"], synth_utterance(*SPEAKERS["spk_a"], seed=901), SR)
+    sf.write(out["ref"], synth_utterance(*SPEAKERS["spk_b"], seed=902), SR)
+    return out
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def _cli_error(capsys, argv) -> str:
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("clsvc: error: ") and "Traceback" not in err, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------- names
+
+
+def test_available_resolve_and_card(shipped, tmp_path, monkeypatch):
+    assert [(m.name, m.kind) for m in pretrained.available()] == [(VC, "vc"), (VOC, "vocoder")]
+    assert [m.name for m in pretrained.available("vocoder")] == [VOC]
+    assert pretrained.resolve(VC, "vc") == shipped / f"{VC}.pt"
+    assert pretrained.resolve(VOC, "vocoder") == shipped / f"{VOC}.pt"
+    assert pretrained.resolve(VOC) == shipped / f"{VOC}.pt"  # any kind (clsvc info)
+
+    c = pretrained.card(VC)
+    assert c["kind"] == "vc" and c["steps"] == 1234 and c["speakers"] == ["spk_a", "spk_b"]
+    assert c["data"][0]["licence"] == "CC0-1.0" and c["bench"] == {"mcd_audio": 9.5, "cos_tgt": 0.5}
+    assert c["weights_sha256"] == load_checkpoint(shipped / f"{VC}.pt")[HASH_KEY]
+    assert pretrained.card(VOC)["speakers"] == []
+
+    # A path that exists wins over a shipped name.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / VC).write_bytes(b"mine")
+    assert pretrained.resolve(VC, "vc") == Path(VC)
+
+
+def test_unknown_names_and_wrong_kinds_are_one_line(shipped):
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve("nope", "vc")
+    msg = _one_line(e)
+    assert "nope" in msg and VC in msg and VOC not in msg and "clsvc models" in msg
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve("nope.pt", "vocoder")
+    msg = _one_line(e)
+    assert "no such file" in msg and VOC in msg and "griffin-lim" in msg
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve(VOC, "vc")
+    assert "a shipped vocoder, not a VC model" in _one_line(e) and "--vocoder" in str(e.value)
+    with pytest.raises(ClsvcError) as e:
+        clsvc.load(VC, vocoder=VC)
+    assert "not a vocoder" in _one_line(e)
+    with pytest.raises(ClsvcError) as e:
+        pretrained.card("nope")
+    assert VC in _one_line(e) and VOC in str(e.value)
+
+
+def test_no_shipped_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(pretrained.ENV, str(tmp_path))
+    assert pretrained.available() == []
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve("paper", "vc")
+    assert "no shipped VC models in this version yet" in _one_line(e)
+    assert main(["models"]) == 0
+    assert "no pretrained models ship" in capsys.readouterr().out
+    monkeypatch.setenv(pretrained.ENV, str(tmp_path / "missing"))
+    with pytest.raises(ClsvcError, match=pretrained.ENV):
+        pretrained.available()
+
+
+def test_the_package_folder_ships_nothing_yet(monkeypatch):
+    monkeypatch.delenv(pretrained.ENV, raising=False)
+    assert pretrained.folder() == Path(pretrained.__file__).resolve().parent
+    assert pretrained.available() == []
+    assert pretrained.DEFAULT_VOCODER == "griffin-lim"
+
+
+def test_package_data_includes_the_pretrained_files():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    data = pyproject["tool"]["setuptools"]["package-data"]["clsvc"]
+    assert "pretrained/*.pt" in data and "pretrained/*.json" in data
+
+
+# ---------------------------------------------------------------------------------------- float16
+
+
+def test_fp16_file_is_half_the_size_verified_and_upcast(models, shipped, tmp_path):
+    fp32 = export_model(models["vc"], tmp_path / "fp32.pt")
+    fp16 = shipped / f"{VC}.pt"
+    ratio = fp16.stat().st_size / fp32.stat().st_size
+    assert 0.4 < ratio < 0.65, ratio
+
+    raw = torch.load(fp16, map_location="cpu", weights_only=True)
+    assert raw["dtype"] == "float16"
+    assert {v.dtype for v in raw["model"].values() if v.is_floating_point()} == {torch.float16}
+    assert raw["speaker_table"].dtype == torch.float32
+    ckpt = load_checkpoint(fp16)  # the hash is checked on the stored float16 weights, then upcast
+    assert {v.dtype for v in ckpt["model"].values() if v.is_floating_point()} == {torch.float32}
+    assert ckpt[HASH_KEY] == raw[HASH_KEY]
+    assert "dtype" not in torch.load(fp32, map_location="cpu", weights_only=True)  # fp32 files as before
+
+
+def test_fp16_model_converts_close_to_fp32(models, shipped, wavs):
+    full = clsvc.load(models["vc"])
+    half = clsvc.load(VC)
+    assert all(p.dtype == torch.float32 for p in half.model.parameters())
+    ref = full.reference(wavs["src"])
+    spk = full.embed(wavs["ref"])
+    assert np.allclose(half.embed(wavs["ref"]), spk, atol=5e-3)
+    a, b = full.convert_mel(ref, spk), half.convert_mel(ref, spk)
+    assert a.shape == b.shape
+    assert np.abs(a - b).max() <= 5e-3 * np.abs(a).max() + 1e-4, np.abs(a - b).max()
+    wav = half.convert(wavs["src"], target_speaker="spk_b")
+    assert wav.dtype == np.float32 and np.isfinite(wav).all()
+
+
+def test_fp16_export_refuses_weights_beyond_float16(models, tmp_path):
+    ckpt = load_checkpoint(models["voc"])
+    key = next(k for k, v in ckpt["model"].items() if v.is_floating_point() and v.numel() > 1)
+    ckpt["model"][key].view(-1)[0] = 1e6
+    big = save_checkpoint(tmp_path / "big.pt", ckpt)
+    with pytest.raises(ClsvcError) as e:
+        export_model(big, tmp_path / "out.pt", dtype=torch.float16)
+    assert key in _one_line(e) and "without --fp16" in str(e.value)
+    assert not (tmp_path / "out.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------- use
+
+
+def test_python_api_takes_names(shipped, wavs):
+    vc = clsvc.load(VC, vocoder=VOC)
+    assert vc.checkpoint == VC and vc.step == 1234
+    wav = vc.convert(wavs["src"], [wavs["ref"]])
+    assert wav.dtype == np.float32 and len(wav) == len(vc.mel(wavs["src"])) * HOP
+
+
+def test_cli_convert_with_names(shipped, wavs, tmp_path, capsys):
+    out = tmp_path / "o.wav"
+    assert main(["convert", "--checkpoint", VC, "--vocoder", VOC, "--source", str(wavs["src"]),
+                 "--target-speaker", "spk_b", "--out", str(out)]) == 0
+    y, sr = sf.read(out)
+    assert sr == SR and len(y) % HOP == 0 and len(y) > 0
+    out2 = tmp_path / "o2.wav"
+    assert main(["convert", "--checkpoint", VC, "--source", str(wavs["src"]), "--target", str(wavs["ref"]),
+                 "--out", str(out2)]) == 0  # with the default vocoder (Griffin-Lim)
+
+    err = _cli_error(capsys, ["convert", "--checkpoint", "nope", "--source", wavs["src"], "--target",
+                              wavs["ref"], "--out", tmp_path / "x.wav"])
+    assert "nope" in err and VC in err
+    err = _cli_error(capsys, ["convert", "--checkpoint", VC, "--vocoder", "nope", "--source", wavs["src"],
+                              "--target", wavs["ref"], "--out", tmp_path / "x.wav"])
+    assert "vocoder nope" in err and VOC in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_cli_info_shows_the_card_and_models_lists_names(shipped, models, capsys):
+    capsys.readouterr()
+    assert main(["info", VC]) == 0
+    out = capsys.readouterr().out
+    for words in ("shipped vc model", "a tiny untrained model", "generated toys (CC0-1.0", "1234 steps",
+                  "clsvc train --config cpu", "mcd_audio 9.5", "cos_tgt 0.5", "spk_a, spk_b", "float16",
+                  "exported model", str(shipped / f"{VC}.pt")):
+        assert words in out, (words, out)
+    assert main(["info", VOC]) == 0
+    out = capsys.readouterr().out
+    assert "shipped vocoder model" in out and "--target-speaker" not in out
+    assert main(["info", str(models["vc"])]) == 0  # a plain file: no card
+    out = capsys.readouterr().out
+    assert "shipped" not in out and "float32" in out
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == [VC, "vc"] and lines[1].split()[:2] == [VOC, "vocoder"]
+    _cli_error(capsys, ["info", "nope"])
+
+
+def test_cli_export_fp16_and_card(models, tmp_path, capsys):
+    card = tmp_path / "card.yaml"
+    card.write_text(json.dumps(CARD))  # JSON is YAML
+    out = tmp_path / "ship" / "mine.pt"
+    out.parent.mkdir()
+    assert main(["export", str(models["vc"]), str(out), "--fp16", "--card", str(card)]) == 0
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["kind"] == "vc" and written["steps"] == 1234 and written["speakers"] == list(SPEAKERS)
+    assert written["weights_sha256"] == load_checkpoint(out)[HASH_KEY]
+    assert "mine.json" in capsys.readouterr().out
+
+    _cli_error(capsys, ["export", models["vc"], out, "--fp16", "--card", card])  # exists, no --force
+    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--card", card])
+    assert "--fp16" in err
+    card.write_text(json.dumps(dict(CARD, steps=5)))
+    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
+    assert "'steps'" in err
+    card.write_text(json.dumps(dict(CARD, bogus=1)))
+    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
+    assert "bogus" in err and not (tmp_path / "other.pt").exists()
+
+    plain = tmp_path / "plain16.pt"
+    assert main(["export", str(models["voc"]), str(plain), "--fp16"]) == 0
+    assert load_checkpoint(plain)["dtype"] == "float16" and not plain.with_suffix(".json").exists()
+
+
+def test_ship_checks_the_card_before_writing(models, tmp_path):
+    with pytest.raises(ClsvcError, match="not in the speaker table"):
+        pretrained.ship(models["vc"], tmp_path / "a.pt", dict(CARD, speakers=["zz"]))
+    with pytest.raises(ClsvcError, match="lists speakers"):
+        pretrained.ship(models["voc"], tmp_path / "b.pt", dict(CARD, speakers=["spk_a"]))
+    with pytest.raises(ClsvcError, match="NAME.pt"):
+        pretrained.ship(models["voc"], tmp_path / "griffin-lim.pt", CARD)
+    with pytest.raises(ClsvcError, match="description"):
+        pretrained.ship(models["voc"], tmp_path / "c.pt", {k: v for k, v in CARD.items() if k != "description"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_refuses_an_unknown_vocoder_before_any_work(shipped, tmp_path):
+    from clsvc.demo import run_demo
+
+    with pytest.raises(ClsvcError) as e:
+        run_demo(tmp_path / "demo", vocoder="nope")
+    assert VOC in _one_line(e)
+    assert not (tmp_path / "demo").exists()
+
+
+# ---------------------------------------------------------------------------------------- damage
+
+
+def test_a_damaged_shipped_file_is_refused_in_one_line(copy_of, capsys, wavs, tmp_path):
+    pt = copy_of / f"{VC}.pt"
+    raw = torch.load(pt, map_location="cpu", weights_only=True)
+    key = max(raw["model"], key=lambda k: raw["model"][k].numel())
+    raw["model"][key].view(-1)[0] += 1  # stored hash unchanged: the weights no longer match it
+    torch.save(raw, pt)
+    with pytest.raises(ClsvcError) as e:
+        clsvc.load(VC)
+    msg = _one_line(e)
+    assert str(pt) in msg and "SHA-256" in msg and "reinstall clsvc" in msg
+    err = _cli_error(capsys, ["convert", "--checkpoint", VC, "--source", wavs["src"], "--target", wavs["ref"],
+                              "--out", tmp_path / "o.wav"])
+    assert "reinstall clsvc" in err and not (tmp_path / "o.wav").exists()
+    _cli_error(capsys, ["info", VC])
+
+    # Truncated: unreadable archive.
+    voc = copy_of / f"{VOC}.pt"
+    voc.write_bytes(voc.read_bytes()[: voc.stat().st_size // 2])
+    from clsvc.config import MelConfig
+    from clsvc.vocoder import get_vocoder
+
+    with pytest.raises(ClsvcError) as e:
+        get_vocoder(VOC, MelConfig())
+    assert "reinstall clsvc" in _one_line(e) and "zip archive" in str(e.value)
+
+
+def test_weights_other_than_the_cards_are_refused(copy_of, models, tmp_path):
+    other = _model_file(tmp_path / "other32.pt", load_config("cpu", TINY), list(SPEAKERS), seed=7)
+    export_model(other, copy_of / f"{VC}.pt", dtype=torch.float16)  # a valid file, but not the card's
+    with pytest.raises(ClsvcError) as e:
+        clsvc.load(VC)
+    assert "card" in _one_line(e) and "SHA-256" in str(e.value)
+
+
+def test_half_pairs_and_bad_cards_are_one_line(copy_of):
+    (copy_of / f"{VOC}.pt").unlink()
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve(VOC, "vocoder")
+    assert f"{VOC}.pt is missing" in _one_line(e)
+    assert [m.name for m in pretrained.available()] == [VC]  # only complete pairs are listed
+
+    js = copy_of / f"{VC}.json"
+    js.write_text("{not json")
+    with pytest.raises(ClsvcError) as e:
+        pretrained.resolve(VC, "vc")
+    assert str(js) in _one_line(e) and "JSON" in str(e.value)
+    js.write_text(json.dumps(dict(CARD, kind="vc", steps=1, training={"command": "x"}, extra=1)))
+    with pytest.raises(ClsvcError) as e:
+        pretrained.available()
+    assert "extra" in _one_line(e) and str(js) in str(e.value)
+    js.write_text(json.dumps(dict(CARD, kind="voice", steps=1)))
+    with pytest.raises(ClsvcError) as e:
+        pretrained.card(VC)
+    assert "kind" in _one_line(e)
