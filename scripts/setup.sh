@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install clsvc into ./.venv on a fresh Debian/Ubuntu machine, with espeak-ng for `clsvc demo`.
+# Install clsvc into ./.venv on a fresh Debian/Ubuntu machine, with espeak-ng for `clsvc demo --train`.
 #   TORCH_SPEC  the torch requirement to install first (default torch==2.13.0; on a GPU machine
 #               pick the build for your CUDA from pytorch.org)
 #   PYTHON      the interpreter for the venv (default python3, 3.10 or newer)
@@ -13,7 +13,7 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
         $sudo apt-get update -qq
         $sudo apt-get install -y -qq espeak-ng >/dev/null
     else
-        echo "note: install espeak-ng with your package manager for \`clsvc demo\`" >&2
+        echo "note: install espeak-ng with your package manager for \`clsvc demo --train\`" >&2
     fi
 fi
 

@@ -167,13 +167,14 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_reconstruct(a: argparse.Namespace) -> None:
     """`clsvc reconstruct`: a copy of a feature folder whose mels are a VC model's own
     reconstructions (each utterance decoded with its own voice), for fine-tuning a vocoder."""
-    from .checkpoint import HASH_KEY, load_checkpoint, model_from_checkpoint, weights_sha256
+    from .checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
     from .data.reconstruct import reconstruct_features
     from .inference import Converter
     from .models import Reference, VCSystem
+    from .pretrained import load_checkpoint as load_named
 
     device = _device(a.device)
-    ckpt = load_checkpoint(a.checkpoint)
+    ckpt, _ = load_named(a.checkpoint, "vc")
     model, cfg = model_from_checkpoint(ckpt, a.checkpoint)
     if not isinstance(model, VCSystem):
         raise ClsvcError(f"{a.checkpoint}: a {cfg.model.system} checkpoint, not a voice-conversion model; pass "
@@ -382,10 +383,23 @@ def cmd_experiment(a: argparse.Namespace) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
-    """`clsvc demo`: synthesise voices, train, convert and score."""
-    from .demo import run_demo
+    """`clsvc demo`: the shipped real clips converted by a pretrained model and scored (no training);
+    `--train`: synthesise voices, train from scratch, convert and score."""
+    from .demo import run_demo, run_training_demo
 
-    run_demo(Path(a.out), minutes=a.minutes, voices=a.voices, force=a.force, quick=a.quick, vocoder=a.vocoder)
+    if a.train:
+        if a.checkpoint is not None:
+            raise ClsvcError("--checkpoint picks the model of `clsvc demo`; `clsvc demo --train` trains its own: "
+                             "pass only one of them")
+        run_training_demo(Path(a.out), steps=a.steps, voices=8 if a.voices is None else a.voices, force=a.force,
+                          quick=a.quick, vocoder=a.vocoder)
+        return
+    extra = [flag for flag, given in (("--steps", a.steps is not None), ("--voices", a.voices is not None),
+                                      ("--quick", a.quick)) if given]
+    if extra:
+        raise ClsvcError(f"{', '.join(extra)}: for the from-scratch demo; add --train (or leave "
+                         f"{'it' if len(extra) == 1 else 'them'} out to convert with the pretrained model)")
+    run_demo(Path(a.out), checkpoint=a.checkpoint, vocoder=a.vocoder, force=a.force)
 
 
 # ------------------------------------------------------------------------------- parser
@@ -521,13 +535,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.set_defaults(func=cmd_experiment)
 
-    s = sub.add_parser("demo", help="synthesise voices, train, convert and score (no data needed)")
+    from .demo import DEFAULT_STEPS, EXPECTED_S_PER_STEP
+
+    s = sub.add_parser("demo", help="convert real clips with a pretrained model and score them (seconds, no "
+                                    "training); --train: train a small model from scratch first")
     s.add_argument("--out", default="demo", help="output folder")
-    s.add_argument("--minutes", type=float, default=12.0, help="training budget")
-    s.add_argument("--voices", type=int, default=8, help="synthetic voices to create (>= 4)")
-    s.add_argument("--force", action="store_true", help="retrain even if OUT has a finished model")
-    s.add_argument("--quick", action="store_true", help="a seconds-long smoke run (for tests)")
+    s.add_argument("--checkpoint", help="VC model to convert with (default: the shipped model arctic): "
+                                        f"{CHECKPOINT_HELP}")
     s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
+    s.add_argument("--force", action="store_true",
+                   help="replace the results of an earlier demo in OUT (with --train: retrain its model)")
+    s.add_argument("--train", action="store_true",
+                   help="synthesise voices with espeak-ng, train configs/cpu.yaml from scratch, convert and score")
+    s.add_argument("--steps", type=int,
+                   help=f"with --train: training steps (default {DEFAULT_STEPS:,}, about "
+                        f"{DEFAULT_STEPS * EXPECTED_S_PER_STEP / 60:.0f} min on 2 idle CPU cores; the time at this "
+                        "machine's speed is printed after about 30 steps)")
+    s.add_argument("--voices", type=int, help="with --train: synthetic voices to create (>= 4, default 8)")
+    s.add_argument("--quick", action="store_true", help="with --train: a seconds-long smoke run (for tests)")
     s.set_defaults(func=cmd_demo)
     return p
 
