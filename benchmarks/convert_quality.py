@@ -26,7 +26,6 @@ speakers, none of them trained on (3 references each).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -34,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
+from _report import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "tts-parallel"
@@ -183,7 +185,8 @@ def evaluate(args, ckpt: Path, out: Path, feats: Path) -> dict:
     return {"summary": summary, "rows": rows, "probes": probes(vc, feats)}
 
 
-def markdown(name: str, result: dict) -> str:
+def markdown(name: str, result: dict) -> list[str]:
+    """The Markdown table of ``result`` under heading ``name``, as lines."""
     lines = [f"### {name}", "", f"config `{result['config']}`, overrides `{' '.join(result['overrides']) or '-'}`; "
              f"{result['steps']} steps in {result['train_minutes']:.1f} min; final train "
              f"adv_acc {result['final_train'].get('adv_acc', float('nan')):.3f}, "
@@ -197,8 +200,8 @@ def markdown(name: str, result: dict) -> str:
     p = result["probes"]
     lines += ["", f"Fresh probes (speaker accuracy on held-out sentences, chance {p['chance']:.3f}): "
                   f"C_x frames {p['content_frame']:.3f}, C_x pooled {p['content_pooled']:.3f}, "
-                  f"S_x {p['speaker']:.3f}", ""]
-    return "\n".join(lines)
+                  f"S_x {p['speaker']:.3f}"]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -225,10 +228,7 @@ def main(argv=None) -> int:
     }
     result.update(evaluate(args, ckpt, out, feats))
     result["wall_minutes"] = (time.time() - t0) / 60
-    (out / "quality.json").write_text(json.dumps(result, indent=2))
-    md = markdown(args.name, result)
-    (out / "quality.md").write_text(md)
-    print(md)
+    write_result(out / "quality.json", result, markdown(args.name, result))  # and quality.md
     return 0
 
 

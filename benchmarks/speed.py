@@ -23,9 +23,9 @@ Writes ``--out`` (JSON) and the Markdown table next to it (``.md``) and prints t
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -38,6 +38,9 @@ from clsvc.config import load_config
 from clsvc.data.dataset import Batch
 from clsvc.models import build_system
 from clsvc.training.state import TrainState, build_optimizers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
+from _report import write_result
 
 
 def _state(config: str, seed: int) -> TrainState:
@@ -150,11 +153,7 @@ def main() -> None:
         lines += ["wav -> wav conversion of 10 s (read, mel, convert, vocode, write):", "",
                   "| checkpoint | vocoder | s | RTF |", "|---|---|---|---|"]
         lines += [f"| {r['checkpoint']} | {r['vocoder']} | {r['s']:.3f} | {r['rtf']:.4f} |" for r in conv_rows]
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(Path(a.out), result, lines)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,20 @@ padded to the same length. Per utterance:
 * speed: RTF = vocoding seconds / audio seconds, with ``--threads`` torch threads, after one
   warm-up call.
 
+``--through CKPT`` (a VC checkpoint, an exported model or a shipped model's name): each vocoder
+is fed, instead of ``mel``, the VC model's own reconstruction of it -- the utterance converted to
+its own voice (the voice the model's voice part makes of the utterance itself; a model without
+one-shot voices takes the speaker's row of its table, when the speaker is one of its training
+speakers), clipped to [0, 1] and cut or padded (with silence) to the original frame count, as
+``clsvc reconstruct`` makes the features a vocoder is fine-tuned on. Everything is still scored
+against the original recording (the log-mel distance against the original ``mel``). This measures
+whether a vocoder fine-tuned on a VC model's reconstructions (``clsvc reconstruct`` then
+``clsvc train --init VOCODER``) turns that model's mels into better speech than the base vocoder.
+The JSON gets a ``through`` record (the model, its step and weights' SHA-256, the reconstructions'
+own log-mel distance to the original mels per set) and a ``through`` field in each row; the
+Markdown a "through" title and column. The VC model runs on ``--device``; its mel definition must
+be the benchmark's (``MelConfig()``).
+
 Summary: means with 95% intervals per vocoder x set (acceptance: Wilson interval), plus the
 "original recording" rows. Writes ``--out`` (JSON) and the Markdown table next to it (``.md``),
 and prints the table.
@@ -33,23 +47,28 @@ and prints the table.
     python benchmarks/vocoder.py --vocoder griffin-lim --vocoder runs/vocoder-cpu/checkpoints/last.pt \\
         --per-speaker 10 --out results/vocoder.json
     python benchmarks/vocoder.py --vocoder griffin-lim --per-speaker 3 --threads 1 --out /tmp/voc.json
+    python benchmarks/vocoder.py --through runs/real-cpu-base/checkpoints/last.pt \\
+        --vocoder runs/vocoder-cpu/checkpoints/last.pt --vocoder runs/vocoder-ft/checkpoints/last.pt \\
+        --per-speaker 10 --out results/vocoder-through-real-cpu-base.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
+from _report import markdown_path, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
@@ -95,7 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (also DNSMOS/BLAS threads; default 2)")
     p.add_argument("--f0-method", choices=("harvest", "dio"), default="harvest",
                    help="pyworld F0 tracker of the F0 error (default harvest; dio is about 3x faster)")
-    p.add_argument("--device", default="cpu", help="torch device of neural vocoders (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device of neural vocoders and --through (default cpu)")
+    p.add_argument("--through", default=None, metavar="CKPT",
+                   help="feed the vocoders VC model CKPT's reconstructions (each utterance converted to its own "
+                        "voice) instead of the mels: a checkpoint, an exported model or a shipped model's name")
     p.add_argument("--out", type=Path, default=Path("results/vocoder.json"),
                    help="JSON output; the Markdown table goes next to it (.md)")
     args = p.parse_args(argv)
@@ -265,10 +287,16 @@ def score_output(u: Utt, out: np.ndarray, cent: np.ndarray, cfg: Any, f0_method:
     row["cos"] = cosine(embed_wav(out, sr), cent)
     row["accepted"] = bool(row["cos"] >= ACCEPT_THRESHOLD)
     mel_out = wav_to_mel(out, cfg)[: len(u.mel)]
-    n = min(len(mel_out), len(u.mel))
-    row["logmel_db"] = float(np.mean(np.abs(mel_out[:n] - u.mel[:n])) * -cfg.min_level_db)
+    row["logmel_db"] = logmel_db(mel_out, u.mel, cfg)
     row["feature_mcd"] = feature_mcd(u.mel, mel_out, cfg)
     return row
+
+
+def logmel_db(mel: np.ndarray, ref: np.ndarray, cfg: Any) -> float:
+    """Mean |mel - ref| of two [0, 1] mels (frames, n_mels) over their common frames, in dB
+    (x ``-cfg.min_level_db``, i.e. x100)."""
+    n = min(len(mel), len(ref))
+    return float(np.mean(np.abs(mel[:n] - ref[:n])) * -cfg.min_level_db)
 
 
 def score_original(u: Utt, emb: Embeddings, cent: np.ndarray) -> dict[str, Any]:
@@ -320,6 +348,84 @@ def load_vocoders(specs: list[str], cfg: Any, device: str) -> list[tuple[str, di
 
 
 # ----------------------------------------------------------------------------------------------
+# the VC model of --through
+
+
+def load_through(spec: str, cfg: Any, device: str) -> tuple[Any, dict[str, Any]]:
+    """The :class:`clsvc.inference.Converter` of VC model ``spec`` (a checkpoint, an exported model
+    or a shipped name) and what identifies it (``name`` for tables: ``FILE (step S)`` or the
+    shipped name). A model that is not a VC model, or one made for another mel definition than
+    ``cfg``, is one ClsvcError line."""
+    from clsvc.checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
+    from clsvc.config import to_dict
+    from clsvc.errors import ClsvcError
+    from clsvc.inference import Converter
+    from clsvc.models import VCSystem
+    from clsvc.pretrained import load_checkpoint
+
+    ckpt, path = load_checkpoint(spec, "vc")
+    model, vcfg = model_from_checkpoint(ckpt, str(path))
+    if not isinstance(model, VCSystem):
+        raise ClsvcError(f"{spec}: a {vcfg.model.system} checkpoint, not a voice-conversion model; pass the VC "
+                         "model whose mels the vocoders should turn into speech to --through (vocoders go to "
+                         "--vocoder)")
+    if replace(vcfg.mel, griffin_lim_iters=cfg.griffin_lim_iters) != cfg:  # the features, not Griffin-Lim's loop
+        mine, theirs = to_dict(cfg), to_dict(vcfg.mel)
+        diff = ", ".join(f"mel.{k}" for k in mine if mine[k] != theirs.get(k) and k != "griffin_lim_iters")
+        raise ClsvcError(f"{spec}: the VC model was trained on another mel definition than this benchmark's "
+                         f"(differs in {diff}); pass a model trained on the default mel features")
+    conv = Converter(model, vcfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
+                     vocoder="griffin-lim", checkpoint=str(spec))
+    step = int(ckpt.get("step", 0))
+    name = f"{Path(spec).name} (step {step})" if Path(spec).is_file() else str(spec)
+    return conv, {"name": name, "checkpoint": str(spec), "path": str(path.resolve()), "system": vcfg.model.system,
+                  "step": step, "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"])}
+
+
+def reconstruct(conv: Any, u: Utt) -> np.ndarray:
+    """VC model ``conv``'s reconstruction of ``u.mel``: the utterance converted to its own voice,
+    clipped to [0, 1], cut or padded with silence (0) to ``len(u.mel)`` frames: (frames, n_mels)."""
+    from clsvc.errors import ClsvcError
+    from clsvc.models import Reference
+
+    ref = Reference(u.mel, wav=u.ref, key=f"{u.speaker}/{u.utt_id}")
+    if conv.one_shot:
+        voice = conv.voice([ref])
+    elif u.speaker in conv.speakers:  # a model without one-shot voices: the speaker's own row
+        voice = conv.speaker_embedding(u.speaker)
+    else:
+        raise ClsvcError(f"{conv.checkpoint}: a {conv.system} model makes no voice from audio and {u.speaker} is "
+                         "not one of its training speakers; --through needs a one-shot model for these sets")
+    rec = np.clip(np.asarray(conv.convert_mel(ref, voice), dtype=np.float32), 0.0, 1.0)
+    return fit_frames(rec, len(u.mel))
+
+
+def fit_frames(mel: np.ndarray, n: int) -> np.ndarray:
+    """``mel`` (frames, n_mels) cut or padded with zeros (silence) to ``n`` frames (float32)."""
+    out = np.zeros((n, mel.shape[1]), dtype=np.float32)
+    k = min(n, len(mel))
+    out[:k] = mel[:k]
+    return out
+
+
+def through_inputs(conv: Any, utts: list[Utt], sets: list[str], cfg: Any) -> tuple[list[np.ndarray], dict]:
+    """:func:`reconstruct` of every utterance (what the vocoders are fed with ``--through``), and
+    ``reconstruct_seconds`` plus, per set, the mean log-mel distance of the reconstructions to
+    the original mels (``logmel_db``, a :func:`~clsvc.evaluation.stats.mean_ci` dict)."""
+    import torch
+
+    from clsvc.evaluation.stats import mean_ci
+
+    t = time.perf_counter()
+    with torch.inference_mode():
+        inputs = [reconstruct(conv, u) for u in utts]
+    seconds = time.perf_counter() - t
+    dist = [logmel_db(x, u.mel, cfg) for x, u in zip(inputs, utts, strict=True)]
+    by_set = {set_: mean_ci([d for d, u in zip(dist, utts, strict=True) if u.set == set_]).to_dict() for set_ in sets}
+    return inputs, {"reconstruct_seconds": seconds, "logmel_db": by_set}
+
+
+# ----------------------------------------------------------------------------------------------
 # report
 
 
@@ -331,7 +437,8 @@ def _fmt(est: dict | None, digits: int, share: bool) -> str:
     return f"{est['mean']:.{digits}f} ± {est['ci95']:.{digits}f}"
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict) -> list[str]:
+    """The Markdown report of ``result`` (a title, what was measured, the table), as lines."""
     sets = result["sets"]
     desc = []
     if "arctic" in sets:
@@ -344,25 +451,37 @@ def markdown(result: dict) -> str:
         desc.append(f"LibriSpeech test-other-sample ({len(s['speakers'])} unseen speakers; first "
                     f"{result['per_speaker']} utterances each; {s['utterances']} utterances, "
                     f"{s['audio_seconds']:.0f} s; centroid: {s['centroid']})")
+    through = result.get("through")
+    path = "mel → vocoder"
+    if through:
+        dist = ", ".join(f"{set_} {_fmt(through['logmel_db'].get(set_), 2, False)} dB" for set_ in sets)
+        path = (f"mel → its reconstruction by the {through['system']} model {through['checkpoint']} (step "
+                f"{through['step']}; the utterance converted to its own voice; log-mel dist to the original mel: "
+                f"{dist}) → vocoder")
+    title = f" through {through['name']}" if through else ""
     lines = [
-        f"### Vocoder copy-synthesis ({result['date']})", "",
-        f"{' and '.join(desc)}. Utterances trimmed at {TRIM_DB:g} dB like preprocessing, mel → vocoder, "
+        f"### Vocoder copy-synthesis{title} ({result['date']})", "",
+        f"{' and '.join(desc)}. Utterances trimmed at {TRIM_DB:g} dB like preprocessing, {path}, "
         "scored against the trimmed original. Means ± 95% CI (acceptance: share with Wilson interval at "
         f"cos ≥ {result['accept_threshold']}). RTF = vocoding time / audio time with {result['threads']} torch "
         f"thread(s) after one warm-up call. F0 error: pyworld {result['f0_method']}, DTW-aligned; log-mel dist: "
         f"mean |mel(out) − mel| of the [0, 1] features × 100 dB. {result['machine']}.", "",
-        "| vocoder | set | n | " + " | ".join(h for _, h, _, _ in METRICS) + " |",
-        "|---|---|---|" + "---|" * len(METRICS),
+        "| vocoder | " + ("through | " if through else "") + "set | n | " + " | ".join(h for _, h, _, _ in METRICS)
+        + " |",
+        "|---|" + ("---|" if through else "") + "---|---|" + "---|" * len(METRICS),
     ]
     for name in ["original recording"] + [v["name"] for v in result["vocoders"]]:
         table = result["original"] if name == "original recording" else result["summary"][name]
+        via = "" if not through else "– | " if name == "original recording" else f"{through['name']} | "
         for set_ in sets:
             est = table[set_]
             cells = [_fmt(est.get(key), digits, kind == "share") for key, _, digits, kind in METRICS]
-            lines.append(f"| {name} | {set_} | {sets[set_]['utterances']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {via}{set_} | {sets[set_]['utterances']} | " + " | ".join(cells) + " |")
     vocoding = ", ".join(f"{v['name']} {v['vocode_seconds']:.0f} s" for v in result["vocoders"])
-    lines += ["", f"Wall time {result['wall_seconds'] / 60:.1f} min (vocoding only: {vocoding}).", ""]
-    return "\n".join(lines)
+    if through:
+        vocoding += f"; reconstructions by {through['name']} {through['reconstruct_seconds']:.0f} s"
+    lines += ["", f"Wall time {result['wall_seconds'] / 60:.1f} min (vocoding only: {vocoding})."]
+    return lines
 
 
 def machine() -> str:
@@ -419,11 +538,18 @@ def _run(args: argparse.Namespace) -> dict:
     if not jobs:
         raise SystemExit("error: no utterances selected (check --speakers / --set)")
     vocoders = load_vocoders(args.vocoder, cfg, args.device)
+    conv, through = load_through(args.through, cfg, args.device) if args.through else (None, None)
     utts = load_utterances(jobs, cfg)
     emb = Embeddings(cfg)
     cents = [emb.centroid(u.refs) for u in utts]
     print(f"{len(utts)} utterances ({sum(u.seconds for u in utts):.0f} s) in {', '.join(args.sets)}; "
           f"{len(vocoders)} vocoder(s); {args.threads} thread(s)", flush=True)
+    inputs = [u.mel for u in utts]  # what the vocoders are fed
+    if conv is not None and through is not None:
+        inputs, made = through_inputs(conv, utts, args.sets, cfg)
+        through.update(made)
+        print(f"through {through['name']}: {len(inputs)} reconstructions in {made['reconstruct_seconds']:.0f} s",
+              flush=True)
 
     original_rows = []
     for u, c in zip(utts, cents, strict=True):
@@ -435,19 +561,21 @@ def _run(args: argparse.Namespace) -> dict:
     rows, voc_info = [], []
     with torch.inference_mode():
         for name, info, voc in vocoders:
-            voc(utts[0].mel[:WARMUP_FRAMES])  # warm-up, untimed
+            voc(inputs[0][:WARMUP_FRAMES])  # warm-up, untimed
             total = 0.0
             for set_ in args.sets:
                 ts = time.time()
-                for u, c in ((u, c) for u, c in zip(utts, cents, strict=True) if u.set == set_):
+                for u, c, x in ((u, c, x) for u, c, x in zip(utts, cents, inputs, strict=True) if u.set == set_):
                     t = time.perf_counter()
-                    raw = np.asarray(voc(u.mel), dtype=np.float32).reshape(-1)
+                    raw = np.asarray(voc(x), dtype=np.float32).reshape(-1)
                     dt = time.perf_counter() - t
                     total += dt
                     out = fit(raw, len(u.ref))
                     row = {"vocoder": name, "set": u.set, "speaker": u.speaker, "utt": u.utt_id,
                            "seconds": u.seconds, "vocode_seconds": dt, "rtf": dt / u.seconds,
                            "output_samples": int(raw.size)}
+                    if through is not None:
+                        row["through"] = through["name"]
                     row.update(score_output(u, out, c, cfg, args.f0_method))
                     rows.append(row)
                 n = sum(r["set"] == set_ for r in rows if r["vocoder"] == name)
@@ -478,6 +606,7 @@ def _run(args: argparse.Namespace) -> dict:
         "python": platform.python_version(), "threads": args.threads, "device": args.device,
         "per_speaker": args.per_speaker, "corpus": str(args.corpus), "trim_db": TRIM_DB, "f0_method": args.f0_method,
         "accept_threshold": ACCEPT_THRESHOLD, "sets": sets, "vocoders": voc_info,
+        **({"through": through} if through is not None else {}),  # only with --through: other runs' files as before
         "summary": summary, "original": original, "rows": rows, "original_rows": original_rows,
         "command": "python benchmarks/vocoder.py " + " ".join(sys.argv[1:]) if __name__ == "__main__" else None,
         "wall_seconds": time.time() - t0,
@@ -493,17 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     from clsvc.errors import ClsvcError
 
     try:
-        result = run(args)
+        result = _clean(run(args))  # strict JSON: NaN/inf as null
+        write_result(args.out, result, markdown(result))
     except ClsvcError as e:
         print(f"error: {e}")
         return 2
-    result = _clean(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-    md = markdown(result)
-    args.out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    print(f"\nwrote {args.out} and {markdown_path(args.out)}")
     return 0
 
 

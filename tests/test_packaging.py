@@ -29,6 +29,9 @@ REQUIRED = [
     "clsvc/configs/paper.yaml",
     "clsvc/configs/experiments/bench-cpu.yaml",
     "clsvc/resources/harvard.txt",
+    "clsvc/resources/demo/clips.json",
+    "clsvc/resources/demo/CREDITS.md",
+    "clsvc/pretrained/README.md",
 ]
 
 # Runs `python -m clsvc ...` with the unzipped wheel as the only place clsvc can come from: the

@@ -1,0 +1,68 @@
+"""The benchmark scripts' shared writer (benchmarks/_report.py): the JSON result and the Markdown
+table beside it, written atomically into a folder made on demand, and the table printed; and
+that every script finds it however it is started (by path from any working directory, or
+loaded by file path as the tests do)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+
+
+def _load(name: str):
+    """benchmarks/NAME.py loaded by file path (as a test or a tool would, not run as a script)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_write_result_writes_both_files_creates_the_folder_and_prints(tmp_path, capsys):
+    write_result = _load("_report").write_result
+    out = tmp_path / "new" / "deeper" / "result.json"
+    result = {"name": "x", "values": [1.5, 2], "nested": {"ok": True, "none": None}}
+    write_result(out, result, ["### Title", "", "| a | b |", "|---|---|", "| 1 | 2 |"])
+    assert out.read_text() == json.dumps(result, indent=2) + "\n"
+    assert json.loads(out.read_text()) == result
+    md = "### Title\n\n| a | b |\n|---|---|\n| 1 | 2 |"
+    assert out.with_suffix(".md").read_text() == md + "\n"
+    assert capsys.readouterr().out == md + "\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["result.json", "result.md"]  # no temporary files left
+
+
+def test_write_result_replaces_earlier_files(tmp_path, capsys):
+    write_result = _load("_report").write_result
+    out = tmp_path / "r.json"
+    out.write_text("old, longer than the new file " * 10)
+    out.with_suffix(".md").write_text("old table " * 10)
+    write_result(out, {"n": 1}, ["new"])
+    assert json.loads(out.read_text()) == {"n": 1} and out.with_suffix(".md").read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]
+    assert capsys.readouterr().out == "new\n"
+
+
+@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed"])
+def test_scripts_use_the_shared_writer_when_loaded_by_path(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the import must not depend on the working directory
+    mod = _load(name)
+    assert mod.write_result is sys.modules["_report"].write_result
+    assert Path(sys.modules["_report"].__file__) == BENCHMARKS / "_report.py"
+
+
+@pytest.mark.parametrize("cwd", ["repo", "benchmarks", "elsewhere"])
+def test_vocoder_script_starts_from_any_working_directory(cwd, tmp_path):
+    where = {"repo": REPO, "benchmarks": BENCHMARKS, "elsewhere": tmp_path}[cwd]
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "vocoder.py"), "--help"], cwd=where,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--through" in done.stdout
