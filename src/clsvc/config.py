@@ -123,6 +123,11 @@ class ModelConfig:
     # smooth equaliser up to ``voice_eq_db`` dB (0 = off). S_x and the target stay the original.
     voice_warp: float = 1.0
     voice_eq_db: float = 0.0
+    # Remedy (not in the paper; AutoVC-F0, Qian et al. 2020), clsvc only: the decoder also reads the
+    # source's pitch contour, per utterance z-scored log F0 + voiced flag per frame (clsvc.pitch),
+    # so conversions keep the source's intonation and S_x supplies only the pitch level and range.
+    # Training needs features made with `clsvc preprocess --f0`; conversion reads the source audio.
+    f0_condition: bool = False
     # C1 on the L2-normalised S_x: "linear" (paper) or "cosine" (scaled cosine logits).
     speaker_classifier: SpeakerClassifier = "linear"
     cosine_scale: float = 16.0
@@ -759,6 +764,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"must be >= 1 when model.adversary_layers >= 1 (it is {m.adversary_layers})")
     need(_is_number(m.voice_warp) and 1.0 <= m.voice_warp <= 2.0, "model.voice_warp",
          "must be in [1, 2] (the largest frequency ratio of the warp; 1 = off)")
+    need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
+         "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")
     need(_is_number(mel.fmin) and 0 < mel.fmin < mel.fmax, "mel.fmin", f"must be > 0 and below mel.fmax = {mel.fmax!r}")
     need(_is_number(mel.fmax) and mel.fmax <= mel.sample_rate / 2, "mel.fmax",

@@ -141,7 +141,7 @@ def _features(exp: Experiment, work: Path, progress: bool) -> Path:
         if not (feats / "manifest.tsv").is_file():
             raise ClsvcError(f"{exp.source}: data.features {feats} has no manifest.tsv; run `clsvc preprocess` first")
         return feats
-    from .config import MelConfig
+    from .config import MelConfig, load_config
     from .data import SplitSpec, preprocess
 
     corpora = exp.data["corpus"] if isinstance(exp.data["corpus"], list) else [exp.data["corpus"]]
@@ -154,7 +154,9 @@ def _features(exp: Experiment, work: Path, progress: bool) -> Path:
                      holdout_per_speaker=int(exp.data.get("holdout_per_speaker", 0)),
                      holdout_regex=str(exp.data.get("holdout_regex") or ""), seed=int(exp.data.get("seed", 0)))
     feats = work / "features"
-    preprocess(corpora, feats, MelConfig(), split=spec, progress=progress)  # skips finished files
+    # The F0 contours too when a system is conditioned on pitch (added to a folder made without).
+    f0 = any(load_config(s.config, s.overrides).model.f0_condition for s in exp.systems)
+    preprocess(corpora, feats, MelConfig(), split=spec, progress=progress, f0=f0)  # skips finished files
     return feats
 
 

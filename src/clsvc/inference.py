@@ -163,13 +163,26 @@ class Converter:
 
     def convert_mel(self, source: Reference | np.ndarray, speaker: np.ndarray) -> np.ndarray:
         """Source (a :class:`Reference`, or a mel (frames, n_mels) for systems that need nothing
-        else of the source) + target vector (speaker_dim,) -> converted mel (frames, n_mels)."""
+        else of the source) + target vector (speaker_dim,) -> converted mel (frames, n_mels).
+
+        The system's condition on the source (:meth:`~clsvc.models.VCSystem.source_condition`)
+        is made once from the whole utterance; a frame-level one (T, c) is cut with the mel's
+        chunks, an utterance-level one goes whole to every chunk. A Reference's waveform must be
+        the audio its mel was made from (frame t of both at sample t * hop)."""
         ref = source if isinstance(source, Reference) else Reference(np.asarray(source))
         mel = ref.mel
         spk = torch.from_numpy(np.asarray(speaker, dtype=np.float32)).to(self.device)
         src = self.model.source_condition(ref)
         if src is not None:
             src = src.to(self.device)
+        if src is not None and src.dim() == 2 and src.shape[0] != len(mel):
+            raise ClsvcError(f"{self.checkpoint}: the {self.system} model's source condition has {src.shape[0]} "
+                             f"frames, the source mel {len(mel)} (a bug in the model's source_condition)")
+
+        def cond(s: int, e: int) -> torch.Tensor | None:
+            """The source condition of frames [s, e): a frame-level one's rows, else all of it."""
+            return src[s:e] if src is not None and src.dim() == 2 else src
+
         n, size, ov = len(mel), self.chunk_frames, self.overlap_frames
         if n <= size:
             return self.model.convert(self._tensor(mel), spk, src)[0].cpu().numpy()
@@ -178,7 +191,7 @@ class Converter:
         hop = size - ov
         for s in range(0, n - ov, hop):
             e = min(s + size, n)
-            piece = self.model.convert(self._tensor(mel[s:e]), spk, src)[0].cpu().numpy()
+            piece = self.model.convert(self._tensor(mel[s:e]), spk, cond(s, e))[0].cpu().numpy()
             w = np.ones((e - s, 1), dtype=np.float32)
             if s > 0:  # fade in over the overlap with the previous chunk
                 k = min(ov, e - s)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .manifest import Entry, features_n_mels, load_aligned_wav, load_feature, read_manifest
+from ..pitch import f0_features
+from .manifest import Entry, features_n_mels, load_aligned_wav, load_f0, load_feature, read_manifest
 
 
 @dataclass
@@ -21,21 +22,31 @@ class Batch:
     """``mel`` (B, T, n_mels) float32 in [0, 1]; ``lengths`` (B,) valid frames per row (the rest
     is padding); ``speaker`` (B,) speaker indices into the training speaker list; ``wav``
     (B, T * hop) float32 in [-1, 1], the waveform the crops were made from (zero past each row's
-    valid samples), only when the set was loaded ``with_wav``."""
+    valid samples), only when the set was loaded ``with_wav``; ``f0`` (B, T, 2) float32, the pitch
+    features of the crops' frames (:func:`clsvc.pitch.f0_features` of each *whole* utterance's
+    contour, then cropped like the mels; 0 = unvoiced on padded frames), only when the set was
+    loaded ``with_f0``."""
 
     mel: torch.Tensor
     lengths: torch.Tensor
     speaker: torch.Tensor
     wav: torch.Tensor | None = None
+    f0: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device``."""
         wav = self.wav.to(device) if self.wav is not None else None
-        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav)
+        f0 = self.f0.to(device) if self.f0 is not None else None
+        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav, f0)
 
     def extra(self) -> dict[str, torch.Tensor]:
-        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``)."""
-        return {"wav": self.wav} if self.wav is not None else {}
+        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``, ``f0``)."""
+        out: dict[str, torch.Tensor] = {}
+        if self.wav is not None:
+            out["wav"] = self.wav
+        if self.f0 is not None:
+            out["f0"] = self.f0
+        return out
 
 
 class FeatureSet:
@@ -47,10 +58,15 @@ class FeatureSet:
 
     ``speakers`` fixes the speaker -> index map (the training speaker list); rows of other
     speakers get index -1 (usable for embedding, not for classification).
+
+    ``with_wav``: also load the aligned waveforms (``clsvc preprocess --keep-wav``);
+    ``with_f0``: also load the F0 contours (``clsvc preprocess --f0``) and keep each utterance's
+    pitch features (T, 2). A missing file is a one-line ClsvcError saying how to make it.
     """
 
     def __init__(self, folder: str | Path, splits: tuple[str, ...], speakers: list[str] | None = None,
-                 entries: list[Entry] | None = None, with_wav: bool = False, hop: int = 256):
+                 entries: list[Entry] | None = None, with_wav: bool = False, hop: int = 256,
+                 with_f0: bool = False):
         self.folder = Path(folder)
         entries = entries if entries is not None else read_manifest(self.folder)
         self.entries = [e for e in entries if e.split in splits]
@@ -67,6 +83,10 @@ class FeatureSet:
         self.hop = hop
         self.wavs: list[np.ndarray] | None = (
             [load_aligned_wav(self.folder, e, hop) for e in self.entries] if with_wav else None)
+        # Pitch features (T, 2) per utterance. They are z-scored over the whole utterance, as the
+        # converter does at inference, not over each crop: a short crop's spread is its jitter.
+        self.f0s: list[np.ndarray] | None = (
+            [f0_features(load_f0(self.folder, e)) for e in self.entries] if with_f0 else None)
         # Utterance indices per speaker, for speaker-balanced sampling.
         self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
 
@@ -97,7 +117,7 @@ class FeatureSet:
         else:
             idx = torch.randint(len(self), (batch_size,), generator=gen).tolist()
         offs = torch.rand(batch_size, generator=gen).tolist()
-        mels, lengths, wavs = [], [], []
+        mels, lengths, wavs, f0s = [], [], [], []
         for i, o in zip(idx, offs, strict=True):
             n = len(self.mels[i])
             start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
@@ -109,11 +129,16 @@ class FeatureSet:
                 piece = self.wavs[i][start * self.hop:(start + length) * self.hop]
                 w[: len(piece)] = piece.astype(np.float32) / 32767.0
                 wavs.append(w)
+            if self.f0s is not None:
+                f = np.zeros((crop_frames, self.f0s[i].shape[1]), dtype=np.float32)  # padding: unvoiced
+                f[:length] = self.f0s[i][start:start + length]
+                f0s.append(f)
         return Batch(
             torch.from_numpy(np.stack(mels)),
             torch.tensor(lengths, dtype=torch.long),
             torch.from_numpy(self.labels[idx]),
             torch.from_numpy(np.stack(wavs)) if wavs else None,
+            torch.from_numpy(np.stack(f0s)) if f0s else None,
         )
 
     def fixed_batches(self, n_batches: int, batch_size: int, crop_frames: int,

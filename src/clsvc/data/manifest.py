@@ -1,4 +1,5 @@
-"""The preprocessed-feature folder: ``features.json`` + ``manifest.tsv`` + ``feats/SPK/UTT.npy``.
+"""The preprocessed-feature folder: ``features.json`` + ``manifest.tsv`` + ``feats/SPK/UTT.npy``
+(and beside each, ``UTT.wav.npy`` with ``clsvc preprocess --keep-wav``, ``UTT.f0.npy`` with ``--f0``).
 
 ``features.json`` records the mel definition and preprocessing settings the features were made
 with, so training and evaluation can refuse features that do not match their config.
@@ -202,6 +203,31 @@ def load_aligned_wav(folder: str | Path, entry: Entry, hop: int) -> np.ndarray:
         raise ClsvcError(f"{path}: waveform file is not {entry.frames * hop} int16 samples; "
                          "re-run `clsvc preprocess --keep-wav`")
     return wav
+
+
+def f0_path(feature: Path) -> Path:
+    """Where the F0 contour of feature file ``X.npy`` is kept (``clsvc preprocess --f0``): ``X.f0.npy``."""
+    return feature.with_name(feature.stem + ".f0.npy")
+
+
+def load_f0(folder: str | Path, entry: Entry) -> np.ndarray:
+    """The F0 contour (frames,) float32 in Hz (0 = unvoiced) kept beside ``entry``'s features by
+    ``clsvc preprocess --f0``; missing or malformed (not ``frames`` finite values >= 0) is a
+    one-line ClsvcError naming the file."""
+    path = f0_path(feature_path(folder, entry))
+    if not path.is_file():
+        raise ClsvcError(f"{path}: no F0 contour beside the features; this model is conditioned on pitch "
+                         "(model.f0_condition): re-run `clsvc preprocess` with --f0 into the same --out "
+                         "(utterances that have theirs are kept)")
+    try:
+        f0 = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ClsvcError(f"{path}: F0 file unreadable; re-run `clsvc preprocess --f0`") from None
+    if (not isinstance(f0, np.ndarray) or not np.issubdtype(f0.dtype, np.floating) or f0.shape != (entry.frames,)
+            or not np.isfinite(f0).all() or (f0 < 0).any()):
+        raise ClsvcError(f"{path}: F0 file is not {entry.frames} finite values >= 0 (Hz, one per frame); "
+                         "re-run `clsvc preprocess --f0`")
+    return f0.astype(np.float32, copy=False)
 
 
 def features_n_mels(folder: str | Path) -> int:

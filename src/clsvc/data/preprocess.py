@@ -44,11 +44,13 @@ from ..audio import load_wav, trim_silence, wav_to_mel
 from ..config import MelConfig
 from ..errors import ClsvcError
 from ..files import WriteError, atomic_path, write_error
+from ..pitch import frame_f0
 from .corpora import Utterance, read_corpus
 from .manifest import (
     MANIFEST,
     Entry,
     check_features_mel,
+    f0_path,
     feature_problem,
     read_manifest,
     recorded_corpora,
@@ -219,7 +221,7 @@ def _worker_init(parent: int, start_method: str) -> None:
 def _process_one(args: tuple) -> tuple[int, str]:
     """Worker: returns (frames, "") or (0, reason)."""
     global _writing
-    src, dst, mel_cfg, trim_db, min_frames, keep_wav = args
+    src, dst, mel_cfg, trim_db, min_frames, keep_wav, f0 = args
     _writing = dst
     try:
         wav = load_wav(src, mel_cfg)
@@ -232,6 +234,11 @@ def _process_one(args: tuple) -> tuple[int, str]:
             _writing = wav_path(dst)
             with atomic_path(wav_path(dst), suffix=".npy") as tmp:
                 np.save(tmp, aligned_pcm16(wav, len(mel), mel_cfg.hop_length))
+            _writing = dst
+        if f0:  # likewise: a feature file without its F0 contour is redone on resume
+            _writing = f0_path(dst)
+            with atomic_path(f0_path(dst), suffix=".npy") as tmp:
+                np.save(tmp, frame_f0(wav, len(mel), mel_cfg))
             _writing = dst
         with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
@@ -357,6 +364,7 @@ def preprocess(
     progress: bool = True,
     merge: bool = False,
     keep_wav: bool = False,
+    f0: bool = False,
 ) -> list[Entry]:
     """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
     ``out``; returns the manifest entries that were written.
@@ -371,6 +379,10 @@ def preprocess(
     ``keep_wav``: also keep each utterance's waveform, exactly the (trimmed) samples its mel was
     made from, as 16-bit PCM aligned to the frames (``FEATURE.wav.npy``, ``frames * hop``
     samples; see :func:`aligned_pcm16`), so a vocoder trains on the features the converter makes.
+
+    ``f0``: also keep each utterance's F0 contour, one value in Hz per mel frame (0 = unvoiced),
+    tracked on the same (trimmed) samples (``FEATURE.f0.npy``, float32; :func:`clsvc.pitch.frame_f0`),
+    for a ClsVC conditioned on pitch (``model.f0_condition``).
     """
     from tqdm import tqdm
 
@@ -425,7 +437,7 @@ def preprocess(
     if not os.access(out, os.W_OK):
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
     settings = {"corpus": recorded, "kind": kind, "trim_db": trim_db,
-                "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav}
+                "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav, "f0": f0}
     write_features_info(out, mel_cfg, settings)
 
     skipped: list[tuple[Utterance, str]] = []
@@ -437,13 +449,15 @@ def preprocess(
             n = _existing_frames(dst, mel_cfg.n_mels) if dst.exists() else None
             if n is not None and keep_wav and not wav_path(dst).is_file():
                 n = None  # made without its waveform: redo it
+            if n is not None and f0 and not f0_path(dst).is_file():
+                n = None  # made without its F0 contour: redo it
             if n is not None:
                 frames[(u.speaker, u.utt_id)] = n
             else:
                 todo.append(u)
 
         workers = min(jobs or _usable_cores(), len(todo)) or 1
-        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav) for u in todo]
+        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav, f0) for u in todo]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
                    unit="utt", disable=not progress, dynamic_ncols=True)
         pooled = workers > 1 and len(todo) >= 8

@@ -161,13 +161,15 @@ class _BoundsCache:
 
 def _convert(vc: Converter, pair: Pair, src_mel: np.ndarray, audio: AudioCache) -> np.ndarray:
     """Converted mel (frames, n_mels) of ``pair``: into the voice of its references, or of the
-    target speaker's stored vector. The source carries its waveform for systems that need it."""
+    target speaker's stored vector. The source carries its waveform for systems that need it:
+    the samples its stored mel was made from (trimmed as preprocessing trimmed them), so that a
+    frame-level condition tracked on it (ClsVC's pitch) lines up with the mel frame by frame."""
     if pair.refs:
         voice = vc.voice([vc.reference(audio.wav(r)) for r in pair.refs])
     else:
         voice = vc.speaker_embedding(pair.target.speaker)
     src = pair.source
-    return vc.convert_mel(Reference(src_mel, load_wav=lambda: audio.wav(src)), voice)
+    return vc.convert_mel(Reference(src_mel, load_wav=lambda: audio.aligned_wav(src)), voice)
 
 
 def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,

@@ -45,7 +45,9 @@ class System(nn.Module):
     * ``training_only`` — state-dict prefixes that inference does not need (classifiers,
       discriminators); an exported model leaves them out.
     * ``inputs`` — what a training batch must hold: ``"mel"`` always; ``"wav"`` for a system
-      that learns audio (the features then need ``clsvc preprocess --keep-wav``).
+      that learns audio (the features then need ``clsvc preprocess --keep-wav``); ``"f0"`` for
+      one conditioned on pitch (``clsvc preprocess --f0``). :meth:`batch_inputs` says it for a
+      given config (a switch of the config may add an input).
     """
 
     phases: ClassVar[tuple[str, ...]] = ("main",)
@@ -56,6 +58,11 @@ class System(nn.Module):
     def from_config(cls, cfg: Any) -> System:
         """Build from the whole :class:`~clsvc.config.Config` (``cfg.model.n_speakers`` set)."""
         raise NotImplementedError
+
+    @classmethod
+    def batch_inputs(cls, cfg: Any) -> tuple[str, ...]:
+        """What a training batch must hold for the system built from ``cfg`` (default: ``inputs``)."""
+        return cls.inputs
 
     # ------------------------------------------------------------------ training
 
@@ -128,8 +135,11 @@ class VCSystem(System):
         return Codes()
 
     def source_condition(self, source: Reference) -> torch.Tensor | None:
-        """What :meth:`convert` needs from the source utterance besides its mel (AutoVC: its
-        voice vector, made by the voice part); None for most systems."""
+        """What :meth:`convert` needs from the source utterance besides its mel; None for most
+        systems. A 1-D tensor is utterance level (AutoVC: its voice vector (256,), made by the
+        voice part); a 2-D tensor (T, c) is frame level, one row per frame of ``source.mel``
+        (ClsVC with ``model.f0_condition``: its pitch features (T, 2)), and a converter that
+        converts a long mel in chunks passes each chunk its rows."""
         return None
 
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

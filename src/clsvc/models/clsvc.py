@@ -3,6 +3,13 @@
 Shapes: mel (B, T, n_mels) in [0, 1]; lengths (B,) valid frames; Z = E(x) is (B, T, s + c),
 of which the first ``speaker_dim`` channels, averaged over valid frames, are S_x (B, s) and the
 last ``content_dim`` channels are C_x (B, T, c). The decoder sees C_x and S_x / |S_x|.
+
+With ``model.f0_condition`` (AutoVC-F0's remedy, not in the paper) the decoder also sees the
+source's pitch features f0 (B, T, 2) (:func:`clsvc.pitch.f0_features`: per utterance z-scored
+log F0 and the voiced flag): [C_x, f0, S_x / |S_x|] per frame. Training batches carry them
+(``clsvc preprocess --f0``); a conversion gets them from the source's waveform
+(:meth:`ClsVC.source_condition`). The z-score leaves the intonation and removes the voice, so
+the pitch level and range of the output still come from the target's S.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..config import Config, LossConfig, MelConfig, ModelConfig
+from ..errors import ClsvcError
+from ..pitch import F0_DIM, f0_features, frame_f0
 from .augment import VoicePerturb
 from .base import Codes, VCSystem
 from .layers import (
@@ -29,7 +38,7 @@ from .layers import (
     mlp,
 )
 from .losses import ClsVCOutput, clsvc_losses
-from .voices import EncoderVoice
+from .voices import EncoderVoice, Reference
 
 
 class Encoder(nn.Module):
@@ -109,6 +118,11 @@ class ClsVC(VCSystem):
         return cls(cfg.model, n_mels=cfg.mel.n_mels, loss=cfg.loss, adversary_lr_mult=cfg.optim.adversary_lr_mult,
                    mel=cfg.mel)
 
+    @classmethod
+    def batch_inputs(cls, cfg: Config) -> tuple[str, ...]:
+        """The mels, and the pitch features with ``model.f0_condition``."""
+        return cls.inputs + ("f0",) if cfg.model.f0_condition else cls.inputs
+
     def param_groups(self, phase: str) -> list[dict[str, Any]]:
         """Two groups: everything but C2, and C2 at ``optim.adversary_lr_mult`` times the rate."""
         adv = list(self.adversary.parameters())
@@ -123,9 +137,11 @@ class ClsVC(VCSystem):
         self.loss_cfg = loss or LossConfig()
         self.n_mels = n_mels
         self.adversary_lr_mult = adversary_lr_mult
+        self.mel_cfg = mel or MelConfig(n_mels=n_mels)  # the frame grid the pitch is tracked on
+        self.f0_dim = F0_DIM if cfg.f0_condition else 0  # extra decoder input channels per frame
         self.encoder = Encoder(n_mels, cfg.speaker_dim + cfg.content_dim, cfg.enc_channels, cfg.enc_conv_layers,
                                cfg.enc_lstm_hidden, cfg.enc_lstm_layers, cfg.kernel_size, cfg.norm)
-        self.decoder = Decoder.from_model_config(n_mels, cfg.content_dim, cfg.speaker_dim, cfg)
+        self.decoder = Decoder.from_model_config(n_mels, cfg.content_dim + self.f0_dim, cfg.speaker_dim, cfg)
         self.speaker_classifier: nn.Module
         if cfg.speaker_classifier == "cosine":
             self.speaker_classifier = CosineClassifier(cfg.speaker_dim, cfg.n_speakers, cfg.cosine_scale)
@@ -135,9 +151,8 @@ class ClsVC(VCSystem):
         self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
         self.perturb: VoicePerturb | None = None
         if cfg.voice_warp > 1.0 or cfg.voice_eq_db > 0:
-            mel = mel or MelConfig(n_mels=n_mels)
-            self.perturb = VoicePerturb(n_mels, mel.fmin, mel.fmax, cfg.voice_warp, cfg.voice_eq_db,
-                                        -mel.min_level_db)
+            m = self.mel_cfg
+            self.perturb = VoicePerturb(n_mels, m.fmin, m.fmax, cfg.voice_warp, cfg.voice_eq_db, -m.min_level_db)
 
     # ------------------------------------------------------------------ pieces
 
@@ -156,8 +171,18 @@ class ClsVC(VCSystem):
             content = masked_instance_norm(content, mask)
         return speaker, content, mask
 
-    def decode(self, content: torch.Tensor, speaker_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C (B, T, c), unit-norm speaker (B, s)) -> (mel_out, mel_post), each (B, T, M)."""
+    def decode(self, content: torch.Tensor, speaker_norm: torch.Tensor, f0: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C (B, T, c), unit-norm speaker (B, s), pitch features f0 (B, T, 2) with
+        ``model.f0_condition``, else unused) -> (mel_out, mel_post), each (B, T, M)."""
+        if self.f0_dim:
+            if f0 is None:
+                raise ClsvcError("this ClsVC is conditioned on pitch (model.f0_condition): pass the source's pitch "
+                                 "features (f0=...; training needs features made with `clsvc preprocess --f0`)")
+            if tuple(f0.shape) != (*content.shape[:2], self.f0_dim):
+                raise ClsvcError(f"the pitch features have shape {tuple(f0.shape)}, the content code "
+                                 f"{tuple(content.shape)}: they must be (B, T, {self.f0_dim}) of the same frames")
+            content = torch.cat([content, f0.to(content.dtype)], dim=-1)
         return self.decoder(content, speaker_norm)
 
     def classify_content(self, content: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -169,27 +194,30 @@ class ClsVC(VCSystem):
     # ------------------------------------------------------------------ training
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
-                phase: str = "main") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                phase: str = "main", f0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch (paper Eq. 8 plus the configured remedies). With a
         conversion loss on, row i is converted to row i-1's speaker (row 0 to the last row's;
-        batches are random, so neighbours are random speakers)."""
+        batches are random, so neighbours are random speakers). ``f0`` (B, T, 2): the batch's
+        pitch features (needed with ``model.f0_condition``)."""
         perm = None
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
-        out = self.run(mel, lengths, perm)
+        out = self.run(mel, lengths, perm, f0)
         return clsvc_losses(out, mel, speaker, self.loss_cfg)
 
-    def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None
-            ) -> ClsVCOutput:
+    def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None,
+            f0: torch.Tensor | None = None) -> ClsVCOutput:
         """One training pass. ``perm`` (B,) names each row's conversion partner; when given,
-        D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses."""
+        D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses. ``f0`` (B, T, 2):
+        pitch features of the original mels (with ``model.f0_condition``; a voice-perturbed copy
+        feeds only the content path), the source's own in every decoding, conversions included."""
         speaker, content, mask = self.encode(mel, lengths)
         if self.perturb is not None and self.training:
             # The content code of a voice-perturbed copy must rebuild the original with S_x of
             # the original: the perturbed voice cannot help, so C_x learns to ignore it.
             _, content, _ = self.encode(self.perturb(mel), lengths)
         s_norm = F.normalize(speaker, dim=-1)
-        mel_out, mel_post = self.decode(content, s_norm)
+        mel_out, mel_post = self.decode(content, s_norm, f0)
         speaker_re, content_re, _ = self.encode(mel_post, lengths)
         spk_logits = self.speaker_classifier(s_norm)
         if self.loss_cfg.adversarial == "grl":
@@ -205,13 +233,28 @@ class ClsVC(VCSystem):
         out = ClsVCOutput(mask, speaker, content, mel_out, mel_post, speaker_re, content_re,
                           spk_logits, adv_logits, enc_adv_logits)
         if perm is not None:
-            _, conv_post = self.decode(content, s_norm[perm])
+            _, conv_post = self.decode(content, s_norm[perm], f0)  # a_b keeps a's intonation
             out.perm = perm
             out.conv_speaker, out.conv_content, _ = self.encode(conv_post, lengths)
             out.conv_spk_logits = self.speaker_classifier(F.normalize(out.conv_speaker, dim=-1))
         return out
 
     # ------------------------------------------------------------------ inference
+
+    def source_condition(self, source: Reference) -> torch.Tensor | None:
+        """With ``model.f0_condition``: the source's pitch features (T, 2) float32, one row per
+        frame of ``source.mel``, from F0 tracked on its waveform (which must be the audio the mel
+        was made from, so that frames align); None without. A reference without audio is a
+        ClsvcError."""
+        if not self.f0_dim:
+            return None
+        if source.wav is None and source.load_wav is None:
+            name = f"source {source.key}" if source.key else "the source"
+            raise ClsvcError(f"{name}: this ClsVC is conditioned on the source's pitch "
+                             "(model.f0_condition), which is tracked on its audio; pass the waveform or a file, "
+                             "not only a mel")
+        f0 = frame_f0(source.audio(), len(source.mel), self.mel_cfg)
+        return torch.from_numpy(f0_features(f0))
 
     @torch.inference_mode()
     def embed(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,9 +279,20 @@ class ClsVC(VCSystem):
         """Source mels (B, T, M) + target speaker embeddings (B, s) or (s,) -> converted (B, T, M).
 
         The target embedding is re-normalised, so a mean of unit embeddings may be passed.
+        ``source``: with ``model.f0_condition`` the source's pitch features (T, 2) or (B, T, 2)
+        (:meth:`source_condition`), else unused.
         """
         _, content, _ = self.encode(mel)
         if speaker.dim() == 1:
             speaker = speaker.unsqueeze(0).expand(mel.shape[0], -1)
-        _, post = self.decode(content, F.normalize(speaker, dim=-1))
+        f0 = None
+        if self.f0_dim:
+            if source is None:
+                raise ClsvcError("this ClsVC is conditioned on the source's pitch (model.f0_condition): pass "
+                                 "source=model.source_condition(Reference(mel, wav=...)), or convert with "
+                                 "clsvc.load(...), which does")
+            f0 = source.to(mel.device, torch.float32)
+            if f0.dim() == 2:
+                f0 = f0.unsqueeze(0).expand(mel.shape[0], -1, -1)
+        _, post = self.decode(content, F.normalize(speaker, dim=-1), f0)
         return post.clamp(0.0, 1.0)

@@ -371,9 +371,12 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
 
     check_features_mel(data, cfg.mel)
     entries = read_manifest(data)
-    # A system that learns audio (the vocoder) trains on the waveforms kept beside the features.
-    with_wav = "wav" in system_class(cfg.model.system).inputs
-    train_set = FeatureSet(data, ("train",), entries=entries, with_wav=with_wav, hop=cfg.mel.hop_length)
+    # A system that learns audio (the vocoder) trains on the waveforms kept beside the features,
+    # one conditioned on pitch (model.f0_condition) on the F0 contours.
+    inputs = system_class(cfg.model.system).batch_inputs(cfg)
+    with_wav, with_f0 = "wav" in inputs, "f0" in inputs
+    train_set = FeatureSet(data, ("train",), entries=entries, with_wav=with_wav, hop=cfg.mel.hop_length,
+                           with_f0=with_f0)
     if len(train_set.speakers) < 2:
         raise ClsvcError(
             f"{data}: training needs at least 2 speakers with 'train' utterances, found "
@@ -385,7 +388,7 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             "preprocessed data"
         )
     val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries, with_wav=with_wav,
-                         hop=cfg.mel.hop_length)
+                         hop=cfg.mel.hop_length, with_f0=with_f0)
     cfg.model.n_speakers = len(train_set.speakers)
 
     if cfg.train.threads > 0:
