@@ -446,9 +446,9 @@ def test_export_and_embed_lose_to_a_writer_that_finished_first(ckpt, wavs, tmp_p
     model = tmp_path / "m.pt"
     real_export = clsvc.checkpoint.export_model
 
-    def racing_export(src, dst):
+    def racing_export(src, dst, **kw):
         model.write_bytes(b"theirs")
-        return real_export(src, dst)
+        return real_export(src, dst, **kw)
 
     monkeypatch.setattr(clsvc.checkpoint, "export_model", racing_export)
     _error(capsys, ["export", ckpt, model], "m.pt", "already exists")
