@@ -157,11 +157,23 @@ def test_no_shipped_models(tmp_path, monkeypatch, capsys):
         pretrained.available()
 
 
-def test_the_package_folder_ships_nothing_yet(monkeypatch):
+def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
+    """The package's own `arctic`: its card matches its weights, it names the ARCTIC voices, and
+    it converts a second of audio to one of them by name and one-shot."""
     monkeypatch.delenv(pretrained.ENV, raising=False)
     assert pretrained.folder() == Path(pretrained.__file__).resolve().parent
-    assert pretrained.available() == []
-    assert pretrained.DEFAULT_VOCODER == "griffin-lim"
+    shipped = {m.name: m.kind for m in pretrained.available()}
+    assert shipped.get("arctic") == "vc"
+    card = pretrained.card("arctic")
+    assert set(card["speakers"]) == {"bdl", "slt", "cathy"} and card["steps"] > 0
+    assert all(d["licence"] for d in card["data"])
+    conv = clsvc.load("arctic")
+    assert {"bdl", "slt", "cathy"} <= set(conv.speakers)
+    t = np.arange(16000) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    out = conv.convert(wav, target_speaker="slt")
+    assert out.ndim == 1 and abs(len(out) - len(wav)) <= 2 * conv.cfg.mel.hop_length and np.isfinite(out).all()
+    assert np.isfinite(conv.convert(wav, targets=[wav])).all()
 
 
 def test_package_data_includes_the_pretrained_files():
