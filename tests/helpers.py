@@ -216,3 +216,36 @@ def system_resume_pair(name: str, features: Path, root: Path) -> ResumePair:
     """:func:`full_and_resumed` of system ``name`` with its ``SystemSpec.resume`` overrides."""
     spec = SYSTEMS[name]
     return full_and_resumed(features, root, *spec.tiny, *spec.resume)
+
+
+def cli_error(capsys: Any, argv: list[Any]) -> str:
+    """Run ``clsvc ARGV`` in-process and return its error: exit 2, exactly one ``clsvc: error:``
+    line on stderr, no traceback."""
+    from clsvc.cli import main
+
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("clsvc: error: ") and "Traceback" not in err, err
+    return err
+
+
+def features_with_wav(corpus: Path, out: Path) -> Path:
+    """``clsvc preprocess --keep-wav`` of a generated corpus into ``out`` (utterance ``_006`` of
+    every speaker held out), in-process and on one worker."""
+    from clsvc.config import MelConfig
+    from clsvc.data import SplitSpec, preprocess
+
+    preprocess(corpus, out, MelConfig(), split=SplitSpec(holdout_regex=r"_006$"), jobs=1, progress=False,
+               keep_wav=True)
+    return out
+
+
+# A vocoder of a few thousand weights whose warm-up ends after 4 generator steps, as overrides on
+# top of TINY (the `cpu` config made tiny): tests/test_vocoder.py, test_reconstruct.py.
+TINY_VOCODER = ["model.system=vocoder", "vocoder.dim=16", "vocoder.intermediate=32", "vocoder.layers=2",
+                "vocoder.mpd_periods=[2, 3]", "vocoder.mpd_channels=[4, 8, 8]", "vocoder.mrd_channels=4",
+                "vocoder.mrd_resolutions=[[512, 128, 512], [256, 64, 256]]", "vocoder.warmup_steps=4",
+                "vocoder.disc_every=2", "train.batch_size=2", "train.crop_frames=16", "train.log_every=2",
+                "train.val_every=4", "train.ckpt_every=4", "train.val_batches=1", "train.threads=1",
+                "train.sampling=utterance"]

@@ -25,7 +25,7 @@ from clsvc.config import load_config
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
 
-from helpers import TINY
+from helpers import TINY, cli_error
 
 ARCTIC = ["bdl", "slt", "cathy"]
 SOURCES = ["ls2609", "ls1998", "bdl", "slt"]
@@ -74,12 +74,6 @@ def fake_dnsmos(monkeypatch):
                                                                          "p808": 3.2})
 
 
-def _cli_error(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("clsvc: error: ") and "Traceback" not in err, err
-    return err
 
 
 def test_the_shipped_clips_are_listed_and_credited():
@@ -133,7 +127,7 @@ def test_demo_refuses_to_overwrite_and_omits_dnsmos_without_speechmos(arctic_dir
     (out / "converted").mkdir(parents=True)
     stale = out / "converted" / "old_to_gone.wav"
     stale.write_bytes(b"RIFF")
-    err = _cli_error(capsys, ["demo", "--out", out])
+    err = cli_error(capsys, ["demo", "--out", out])
     assert "--force" in err and stale.exists()
 
     assert main(["demo", "--out", str(out), "--force"]) == 0
@@ -151,18 +145,18 @@ def test_a_missing_model_is_one_line(tmp_path, monkeypatch, capsys):
     empty.mkdir()
     monkeypatch.setenv(pretrained.ENV, str(empty))
     out = tmp_path / "demo"
-    err = _cli_error(capsys, ["demo", "--out", out])
+    err = cli_error(capsys, ["demo", "--out", out])
     assert "'arctic'" in err and "clsvc demo --train" in err and "--checkpoint PATH" in err
-    err = _cli_error(capsys, ["demo", "--out", out, "--checkpoint", tmp_path / "mine.pt"])
+    err = cli_error(capsys, ["demo", "--out", out, "--checkpoint", tmp_path / "mine.pt"])
     assert "mine.pt" in err and "clsvc demo --train" in err
     assert not out.exists()
 
 
 def test_train_options_need_train(capsys):
-    assert "add --train" in _cli_error(capsys, ["demo", "--steps", "5"])
-    assert "--voices, --quick" in _cli_error(capsys, ["demo", "--voices", "5", "--quick"])
-    assert "only one" in _cli_error(capsys, ["demo", "--train", "--checkpoint", "arctic"])
-    assert "positive" in _cli_error(capsys, ["demo", "--train", "--steps", "0"])
+    assert "add --train" in cli_error(capsys, ["demo", "--steps", "5"])
+    assert "--voices, --quick" in cli_error(capsys, ["demo", "--voices", "5", "--quick"])
+    assert "only one" in cli_error(capsys, ["demo", "--train", "--checkpoint", "arctic"])
+    assert "positive" in cli_error(capsys, ["demo", "--train", "--steps", "0"])
 
 
 def test_voices_a_model_offers():

@@ -25,7 +25,7 @@ from clsvc.config import load_config
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
 
-from helpers import SPEAKERS, SR, TINY, synth_utterance
+from helpers import SPEAKERS, SR, TINY, cli_error, synth_utterance
 
 VC, VOC = "tiny-vc", "tiny-voc"
 HOP = 256
@@ -94,12 +94,6 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return msg
 
 
-def _cli_error(capsys, argv) -> str:
-    capsys.readouterr()
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("clsvc: error: ") and "Traceback" not in err, err
-    return err
 
 
 # ---------------------------------------------------------------------------------------- names
@@ -247,10 +241,10 @@ def test_cli_convert_with_names(shipped, wavs, tmp_path, capsys):
     assert main(["convert", "--checkpoint", VC, "--source", str(wavs["src"]), "--target", str(wavs["ref"]),
                  "--out", str(out2)]) == 0  # with the default vocoder (Griffin-Lim)
 
-    err = _cli_error(capsys, ["convert", "--checkpoint", "nope", "--source", wavs["src"], "--target",
+    err = cli_error(capsys, ["convert", "--checkpoint", "nope", "--source", wavs["src"], "--target",
                               wavs["ref"], "--out", tmp_path / "x.wav"])
     assert "nope" in err and VC in err
-    err = _cli_error(capsys, ["convert", "--checkpoint", VC, "--vocoder", "nope", "--source", wavs["src"],
+    err = cli_error(capsys, ["convert", "--checkpoint", VC, "--vocoder", "nope", "--source", wavs["src"],
                               "--target", wavs["ref"], "--out", tmp_path / "x.wav"])
     assert "vocoder nope" in err and VOC in err
     assert not (tmp_path / "x.wav").exists()
@@ -274,7 +268,7 @@ def test_cli_info_shows_the_card_and_models_lists_names(shipped, models, capsys)
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == [VC, "vc"] and lines[1].split()[:2] == [VOC, "vocoder"]
-    _cli_error(capsys, ["info", "nope"])
+    cli_error(capsys, ["info", "nope"])
 
 
 def test_cli_export_fp16_and_card(models, tmp_path, capsys):
@@ -288,14 +282,14 @@ def test_cli_export_fp16_and_card(models, tmp_path, capsys):
     assert written["weights_sha256"] == load_checkpoint(out)[HASH_KEY]
     assert "mine.json" in capsys.readouterr().out
 
-    _cli_error(capsys, ["export", models["vc"], out, "--fp16", "--card", card])  # exists, no --force
-    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--card", card])
+    cli_error(capsys, ["export", models["vc"], out, "--fp16", "--card", card])  # exists, no --force
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--card", card])
     assert "--fp16" in err
     card.write_text(json.dumps(dict(CARD, steps=5)))
-    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
     assert "'steps'" in err
     card.write_text(json.dumps(dict(CARD, bogus=1)))
-    err = _cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "other.pt", "--fp16", "--card", card])
     assert "bogus" in err and not (tmp_path / "other.pt").exists()
 
     plain = tmp_path / "plain16.pt"
@@ -337,10 +331,10 @@ def test_a_damaged_shipped_file_is_refused_in_one_line(copy_of, capsys, wavs, tm
         clsvc.load(VC)
     msg = _one_line(e)
     assert str(pt) in msg and "SHA-256" in msg and "reinstall clsvc" in msg
-    err = _cli_error(capsys, ["convert", "--checkpoint", VC, "--source", wavs["src"], "--target", wavs["ref"],
+    err = cli_error(capsys, ["convert", "--checkpoint", VC, "--source", wavs["src"], "--target", wavs["ref"],
                               "--out", tmp_path / "o.wav"])
     assert "reinstall clsvc" in err and not (tmp_path / "o.wav").exists()
-    _cli_error(capsys, ["info", VC])
+    cli_error(capsys, ["info", VC])
 
     # Truncated: unreadable archive.
     voc = copy_of / f"{VOC}.pt"

@@ -19,28 +19,15 @@ from clsvc.cli import main
 from clsvc.config import MelConfig
 from clsvc.errors import ClsvcError
 
-from helpers import TINY, tiny_config
+from helpers import TINY, TINY_VOCODER, features_with_wav, tiny_config
 
-# A vocoder of a few thousand weights whose warm-up ends after 4 generator steps (the one in
-# tests/test_vocoder.py), on top of helpers.TINY (the `cpu` config made tiny).
-TINY_VOCODER = ["model.system=vocoder", "vocoder.dim=16", "vocoder.intermediate=32", "vocoder.layers=2",
-                "vocoder.mpd_periods=[2, 3]", "vocoder.mpd_channels=[4, 8, 8]", "vocoder.mrd_channels=4",
-                "vocoder.mrd_resolutions=[[512, 128, 512], [256, 64, 256]]", "vocoder.warmup_steps=4",
-                "vocoder.disc_every=2", "train.batch_size=2", "train.crop_frames=16", "train.log_every=2",
-                "train.val_every=4", "train.ckpt_every=4", "train.val_batches=1", "train.threads=1",
-                "train.sampling=utterance"]
 VOCODER_STEPS = 4  # the vocoder fixture's training: exactly its warm-up
 
 
 @pytest.fixture(scope="module")
 def wav_feats(corpus, tmp_path_factory):
     """Features with their aligned waveforms (``--keep-wav``) of the tiny generated corpus."""
-    from clsvc.data import SplitSpec, preprocess
-
-    out = tmp_path_factory.mktemp("recon-src")
-    preprocess(corpus, out, MelConfig(), split=SplitSpec(holdout_regex=r"_006$"), jobs=1, progress=False,
-               keep_wav=True)
-    return out
+    return features_with_wav(corpus, tmp_path_factory.mktemp("recon-src"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from clsvc.vocoder.losses import MelLoss, MultiResolutionSTFTLoss, discriminator
 from clsvc.vocoder.system import VocoderConfig, VocoderSystem
 from clsvc.vocoder.vocos import VocosGenerator
 
-from helpers import synth_utterance
+from helpers import TINY_VOCODER, features_with_wav, synth_utterance
 
 HOP = 256
 
@@ -220,22 +220,11 @@ def test_a_discriminator_family_can_be_left_out():
 # ----------------------------------------------------------------------------------------------
 # through the toolkit: preprocessing with waveforms, the trainer's phases, resume, export
 
-TINY_VOCODER = ["model.system=vocoder", "vocoder.dim=16", "vocoder.intermediate=32", "vocoder.layers=2",
-                "vocoder.mpd_periods=[2, 3]", "vocoder.mpd_channels=[4, 8, 8]", "vocoder.mrd_channels=4",
-                "vocoder.mrd_resolutions=[[512, 128, 512], [256, 64, 256]]", "vocoder.warmup_steps=4",
-                "vocoder.disc_every=2", "train.batch_size=2", "train.crop_frames=16", "train.log_every=2",
-                "train.val_every=4", "train.ckpt_every=4", "train.val_batches=1", "train.threads=1",
-                "train.sampling=utterance"]
 
 
 @pytest.fixture(scope="module")
 def wav_features(corpus, tmp_path_factory):
-    from clsvc.data import SplitSpec, preprocess
-
-    out = tmp_path_factory.mktemp("feats-wav")
-    preprocess(corpus, out, MelConfig(), split=SplitSpec(holdout_regex=r"_006$"), jobs=1, progress=False,
-               keep_wav=True)
-    return out
+    return features_with_wav(corpus, tmp_path_factory.mktemp("feats-wav"))
 
 
 def test_kept_waveforms_are_the_samples_of_the_frames(wav_features):
