@@ -106,7 +106,7 @@ def test_bench_real_experiment(monkeypatch, tmp_path):
     assert exp.data["unseen"] == ["1688", "1998", "2033", "2414", "2609", "3005", "3080", "3331", "367", "533"]
     cfg = eval_config(exp.eval)
     assert (cfg.seen_pairs, cfg.any2many_pairs, cfg.unseen_pairs, cfg.refs) == (30, 30, 30, 3)
-    assert [s.name for s in exp.systems][:2] == ["cpu", "cpu-paper"]
+    assert [s.name for s in exp.systems][:3] == ["real", "cpu", "cpu-paper"]
     assert {s.config for s in exp.systems} <= {"cpu", "cpu-paper", "paper"}
     assert exp.budget["max_minutes"] > 0
 
