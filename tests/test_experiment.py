@@ -107,7 +107,7 @@ def test_bench_real_experiment(monkeypatch, tmp_path):
     cfg = eval_config(exp.eval)
     assert (cfg.seen_pairs, cfg.any2many_pairs, cfg.unseen_pairs, cfg.refs) == (30, 30, 30, 3)
     assert [s.name for s in exp.systems][:3] == ["real", "cpu", "cpu-paper"]
-    assert {s.config for s in exp.systems} <= {"cpu", "cpu-paper", "paper"}
+    assert {s.config for s in exp.systems} <= {"real", "cpu", "cpu-paper", "paper"}
     assert exp.budget["max_minutes"] > 0
 
 
