@@ -7,6 +7,7 @@ Rank 0 logs and saves; every rank samples its own batches from its own seeded ge
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,15 @@ def setup(requested_device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
-def teardown() -> None:
-    """Leave the process group (if any)."""
+def teardown(info: DistInfo | None = None, wait: bool = False) -> None:
+    """Leave the process group (if any); with ``wait``, first wait for every rank of ``info``.
+
+    The run's objects (the DDP wrapper holds the group's pending work) are collected before the
+    group goes: a gloo worker thread that outlives them aborts the process at exit."""
     if dist.is_available() and dist.is_initialized():
+        if wait and info is not None:
+            barrier(info)
+        gc.collect()
         dist.destroy_process_group()
 
 

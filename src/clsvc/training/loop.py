@@ -270,12 +270,21 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
         raise ClsvcError("--init starts a new run from another checkpoint's weights, --resume continues this "
                          "run; pass only one of them")
     info = dist_utils.setup(device)
+    finished = False  # every rank got to the end (saved, or stopped by a signal after saving)
     try:
         with StopSignals(run / "checkpoints" / LAST) as stop:
-            return _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop,
-                          Path(init) if init is not None else None)
+            out = _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop,
+                         Path(init) if init is not None else None)
+        finished = True
+        return out
+    except TrainingStopped:
+        finished = True
+        raise
     finally:
-        dist_utils.teardown()
+        # Ranks leave together: one that tears the process group down while rank 0 still
+        # validates could abort at exit (gloo). After an error the ranks may be out of step,
+        # so then nobody waits.
+        dist_utils.teardown(info, wait=finished)
 
 
 def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
