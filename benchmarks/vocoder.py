@@ -61,7 +61,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -356,30 +356,16 @@ def load_through(spec: str, cfg: Any, device: str) -> tuple[Any, dict[str, Any]]
     or a shipped name) and what identifies it (``name`` for tables: ``FILE (step S)`` or the
     shipped name). A model that is not a VC model, or one made for another mel definition than
     ``cfg``, is one ClsvcError line."""
-    from clsvc.checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
-    from clsvc.config import to_dict
     from clsvc.errors import ClsvcError
-    from clsvc.inference import Converter
-    from clsvc.models import VCSystem
-    from clsvc.pretrained import load_checkpoint
+    from clsvc.inference import load
 
-    ckpt, path = load_checkpoint(spec, "vc")
-    model, vcfg = model_from_checkpoint(ckpt, str(path))
-    if not isinstance(model, VCSystem):
-        raise ClsvcError(f"{spec}: a {vcfg.model.system} checkpoint, not a voice-conversion model; pass the VC "
-                         "model whose mels the vocoders should turn into speech to --through (vocoders go to "
-                         "--vocoder)")
-    if replace(vcfg.mel, griffin_lim_iters=cfg.griffin_lim_iters) != cfg:  # the features, not Griffin-Lim's loop
-        mine, theirs = to_dict(cfg), to_dict(vcfg.mel)
-        diff = ", ".join(f"mel.{k}" for k in mine if mine[k] != theirs.get(k) and k != "griffin_lim_iters")
+    conv = load(spec, device=device, vocoder="griffin-lim")  # only its mels are used
+    diff = ", ".join(cfg.differences(conv.mel_cfg))
+    if diff:
         raise ClsvcError(f"{spec}: the VC model was trained on another mel definition than this benchmark's "
                          f"(differs in {diff}); pass a model trained on the default mel features")
-    conv = Converter(model, vcfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
-                     vocoder="griffin-lim", checkpoint=str(spec))
-    step = int(ckpt.get("step", 0))
-    name = f"{Path(spec).name} (step {step})" if Path(spec).is_file() else str(spec)
-    return conv, {"name": name, "checkpoint": str(spec), "path": str(path.resolve()), "system": vcfg.model.system,
-                  "step": step, "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"])}
+    name = f"{Path(spec).name} (step {conv.step})" if Path(spec).is_file() else str(spec)
+    return conv, {"name": name, **conv.origin}
 
 
 def reconstruct(conv: Any, u: Utt) -> np.ndarray:

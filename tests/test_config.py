@@ -400,3 +400,13 @@ def test_dataclass_from_namespace_checks_types():
     ns = argparse.Namespace(**{**vars(_toy_parser().parse_args([])), "mode": "medium"})
     with pytest.raises(ClsvcError, match="^command line: mode: 'medium' is not one of fast, slow$"):
         dataclass_from_namespace(Toy, ns)
+
+
+def test_mel_differences_name_feature_fields_only():
+    from dataclasses import replace
+
+    from clsvc.config import MelConfig
+
+    mel = MelConfig()
+    assert mel.differences(replace(mel, griffin_lim_iters=5)) == []  # shapes no feature
+    assert mel.differences(replace(mel, n_fft=512, fmax=8000.0)) == ["mel.n_fft", "mel.fmax"]

@@ -167,28 +167,19 @@ def cmd_train(a: argparse.Namespace) -> None:
 def cmd_reconstruct(a: argparse.Namespace) -> None:
     """`clsvc reconstruct`: a copy of a feature folder whose mels are a VC model's own
     reconstructions (each utterance decoded with its own voice), for fine-tuning a vocoder."""
-    from .checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
     from .data.reconstruct import reconstruct_features
-    from .inference import Converter
-    from .models import Reference, VCSystem
-    from .pretrained import load_checkpoint as load_named
+    from .inference import load
+    from .models import Reference
 
-    device = _device(a.device)
-    ckpt, _ = load_named(a.checkpoint, "vc")
-    model, cfg = model_from_checkpoint(ckpt, a.checkpoint)
-    if not isinstance(model, VCSystem):
-        raise ClsvcError(f"{a.checkpoint}: a {cfg.model.system} checkpoint, not a voice-conversion model; pass "
-                         "the VC model whose mels the vocoder should learn to turn into speech")
-    vc = Converter(model, cfg, ckpt["speakers"], ckpt.get("speaker_table"), device, checkpoint=a.checkpoint)
+    vc = load(a.checkpoint, device=_device(a.device), vocoder="griffin-lim")  # the vocoder is not used
 
     def own_voice(mel: np.ndarray, wav: np.ndarray, e: Entry) -> np.ndarray:
         ref = Reference(mel, wav=wav, key=f"{e.speaker}/{e.utt_id}")
         # A model without one-shot voices (a speaker table) takes the speaker's own row.
         return vc.convert_mel(ref, vc.voice([ref]) if vc.one_shot else vc.speaker_embedding(e.speaker))
 
-    about = {"checkpoint": str(Path(a.checkpoint).resolve()), "system": cfg.model.system,
-             "step": int(ckpt["step"]), "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"])}
-    done = reconstruct_features(a.data, a.out, own_voice, cfg.mel, about, force=a.force, progress=not a.quiet)
+    about = {k: vc.origin[k] for k in ("system", "step", "weights_sha256")} | {"checkpoint": vc.origin["path"]}
+    done = reconstruct_features(a.data, a.out, own_voice, vc.mel_cfg, about, force=a.force, progress=not a.quiet)
     kept = f", {done.skipped} kept from an earlier run" if done.skipped else ""
     print(f"wrote {done.out / 'manifest.tsv'}: {done.made + done.skipped} utterances reconstructed by "
           f"{a.checkpoint} ({done.made} now{kept}; waveforms {done.linked} hard-linked, {done.copied} copied)")

@@ -79,6 +79,13 @@ class MelConfig:
     # Griffin-Lim settings for the default vocoder (the inverse of this definition).
     griffin_lim_iters: int = 60
 
+    def differences(self, other: MelConfig) -> list[str]:
+        """The fields (``mel.NAME``) in which ``other`` makes other features than this definition:
+        [] when the features are the same (Griffin-Lim's iteration count shapes no feature and is
+        not compared, so features, models and vocoders stay compatible across it)."""
+        return [f"mel.{f.name}" for f in dataclasses.fields(self)
+                if f.name != "griffin_lim_iters" and getattr(self, f.name) != getattr(other, f.name)]
+
 
 @dataclass
 class ModelConfig:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .audio import check_waveform, load_wav, wav_to_mel
-from .checkpoint import model_from_checkpoint
+from .checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
 from .config import Config
 from .devices import pick_device
 from .errors import ClsvcError
@@ -57,6 +58,9 @@ class Converter:
         self.overlap_frames = overlap_frames
         self.checkpoint = checkpoint
         self.step = 0
+        # Where the weights came from (set by from_checkpoint): the name given, the file, the
+        # system, its training step and the weights' SHA-256, for reports that must say which model.
+        self.origin: dict[str, Any] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kw) -> Converter:
@@ -70,6 +74,8 @@ class Converter:
         vc = cls(model, cfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
                  checkpoint=str(path), **kw)
         vc.step = int(ckpt.get("step", 0))  # training steps behind the weights (for reports)
+        vc.origin = {"checkpoint": str(path), "path": str(Path(file).resolve()), "system": cfg.model.system,
+                     "step": vc.step, "weights_sha256": ckpt.get(HASH_KEY) or weights_sha256(ckpt["model"])}
         return vc
 
     # ------------------------------------------------------------------ features

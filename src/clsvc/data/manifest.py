@@ -251,8 +251,8 @@ def recorded_corpora(folder: str | Path) -> list[str] | None:
 def check_features_mel(folder: str | Path, mel: MelConfig) -> None:
     """Refuse features made with another mel definition than ``mel``."""
     have = read_features_mel(folder)
-    if have is not None and have != mel:
-        diff = [f.name for f in fields(MelConfig) if getattr(have, f.name) != getattr(mel, f.name)]
+    diff = mel.differences(have) if have is not None else []
+    if diff:
         raise ClsvcError(
             f"{folder}: features were computed with a different mel config (differs in "
             f"{', '.join(diff)}); re-run `clsvc preprocess` with this config or use the "

@@ -32,7 +32,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +151,8 @@ def _check_source(data: Path, mel: MelConfig, where: str) -> list[Entry]:
     its waveform (``--keep-wav``)."""
     entries = read_manifest(data)
     have = read_features_mel(data)
-    if have is not None and have != mel:  # the test of check_features_mel, in this command's words
-        diff = ", ".join(f"mel.{f.name}" for f in fields(MelConfig) if getattr(have, f.name) != getattr(mel, f.name))
+    diff = ", ".join(mel.differences(have)) if have is not None else ""
+    if diff:  # the test of check_features_mel, in this command's words
         raise ClsvcError(f"{where}: the model was trained on another mel definition than the features in {data} "
                          f"(differs in {diff}); pass features preprocessed with the model's config, or a model "
                          "trained on these features")

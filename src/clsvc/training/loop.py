@@ -343,8 +343,7 @@ def _read_init(path: Path, cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]
             f"{path}: a {have.model.system} checkpoint, and this run trains {cfg.model.system}; pass a "
             f"{cfg.model.system} checkpoint to --init, or a config of model.system: {have.model.system}"
         )
-    mine, theirs = to_dict(cfg.mel), to_dict(have.mel)
-    diff = [f"mel.{k}" for k in mine if mine[k] != theirs.get(k)]
+    diff = cfg.mel.differences(have.mel)
     if diff:
         raise ClsvcError(f"{path}: its weights were trained on another mel definition (differs in "
                          f"{', '.join(diff)}); pass a checkpoint trained on the mel definition of this config")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import MelConfig, to_dict
+from ..config import MelConfig
 from ..errors import ClsvcError
 from ..pretrained import GRIFFIN_LIM
 from .griffin_lim import GriffinLim
@@ -55,9 +55,8 @@ def get_vocoder(name: str | Path, cfg: MelConfig, device: str | torch.device = "
     if not hasattr(model, "vocode"):
         raise ClsvcError(f"{path}: a {vcfg.model.system} checkpoint, not a vocoder; pass a vocoder's file "
                          "to --vocoder (or griffin-lim)")
-    if vcfg.mel != cfg:
-        mine, theirs = to_dict(cfg), to_dict(vcfg.mel)
-        diff = ", ".join(f"mel.{k}" for k in mine if mine[k] != theirs.get(k))
+    diff = ", ".join(cfg.differences(vcfg.mel))
+    if diff:
         raise ClsvcError(f"{path}: the vocoder was trained on another mel definition (differs in {diff}); "
                          "use a vocoder trained on this model's features, or griffin-lim")
     return NeuralVocoder(model.to(device), str(path), int(ckpt.get("step", 0)))
