@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -78,7 +77,11 @@ def _bands(mel: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def _fractional_index(centres: torch.Tensor, hz: torch.Tensor) -> torch.Tensor:
     """Fractional band positions (B, M) of frequencies ``hz`` (B, M) on the increasing band
-    centres (M,), clamped to [0, M-1] (outside the range the edge band is repeated)."""
-    grid = centres.detach().cpu().numpy()
-    pos = np.interp(hz.detach().cpu().numpy(), grid, np.arange(len(grid), dtype=np.float64))
-    return torch.from_numpy(pos).to(device=hz.device, dtype=torch.float32)
+    centres (M,), clamped to [0, M-1] (outside the range the edge band is repeated): linear
+    interpolation of the band index, on the tensors' own device (no host round trip per step)."""
+    grid = centres.to(hz.dtype)
+    right = torch.searchsorted(grid, hz.contiguous()).clamp(1, len(grid) - 1)  # first centre >= hz
+    left = right - 1
+    lo, hi = grid[left], grid[right]
+    pos = left.to(hz.dtype) + (hz - lo) / (hi - lo)
+    return pos.clamp(0, len(grid) - 1).to(torch.float32)
