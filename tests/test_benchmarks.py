@@ -51,7 +51,7 @@ def test_write_result_replaces_earlier_files(tmp_path, capsys):
     assert capsys.readouterr().out == "new\n"
 
 
-@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed"])
+@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load"])
 def test_scripts_use_the_shared_writer_when_loaded_by_path(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the import must not depend on the working directory
     mod = _load(name)

@@ -393,6 +393,35 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run_demo(Path(a.out), checkpoint=a.checkpoint, vocoder=a.vocoder, force=a.force)
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    """`clsvc serve`: the model loaded once, converting over HTTP (the API and a web page) until Ctrl-C."""
+    from .serve import ServeLimits, create_app, run_server  # without the `serve` extra: one ClsvcError line
+    from .serve.app import listen, url_of
+
+    limits = ServeLimits(max_upload_bytes=int(a.max_upload_mb * 1024 * 1024), max_seconds=a.max_seconds,
+                         workers=a.workers, queue=a.queue, timeout_s=a.timeout)
+    device = _device(a.device)
+    sock = listen(a.host, a.port)  # before the model loads: a port in use fails at once
+    try:
+        import torch
+
+        from .inference import load
+
+        # Each worker thread converts a whole request; splitting the cores between them keeps
+        # `workers` conversions from oversubscribing the CPU.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // a.workers))
+        vc = load(a.checkpoint, device=device, vocoder=a.vocoder)
+        app = create_app(vc, limits, model_name=Path(str(a.checkpoint)).name)
+        url = url_of(sock)
+
+        def ready() -> None:
+            print(f"clsvc: serving {Path(str(a.checkpoint)).name} at {url} (Ctrl-C stops)", flush=True)
+
+        run_server(app, sock, on_ready=ready)
+    finally:
+        sock.close()
+
+
 # ------------------------------------------------------------------------------- parser
 
 
@@ -547,6 +576,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voices", type=int, help="with --train: synthetic voices to create (>= 4, default 8)")
     s.add_argument("--quick", action="store_true", help="with --train: a seconds-long smoke run (for tests)")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="convert over HTTP: a JSON/multipart API and a web page (pip install "
+                                     "'clsvc[serve]')")
+    s.add_argument("--checkpoint", default="arctic", help=f"{CHECKPOINT_HELP} (default: arctic)")
+    s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free port)")
+    s.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:1 ...")
+    s.add_argument("--workers", type=int, default=1,
+                   help="conversions run at once (threads sharing the one loaded model; default 1)")
+    s.add_argument("--queue", type=int, default=4,
+                   help="further conversions that may wait for a worker; beyond them requests get 503 with "
+                        "Retry-After (default 4)")
+    s.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="most MiB of audio files in one request (default 20; larger uploads get 413)")
+    s.add_argument("--max-seconds", type=float, default=60.0,
+                   help="longest audio accepted per file, in seconds (default 60; longer gets 413)")
+    s.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a conversion may take from being queued (default 120; then 504, and a queued job "
+                        "is dropped, a running one stopped at its next stage)")
+    s.set_defaults(func=cmd_serve)
     return p
 
 
