@@ -282,8 +282,8 @@ def main() -> None:
     ap.add_argument("--url", help="a running server to measure (default: start `clsvc serve` here)")
     ap.add_argument("--server-pid", type=int, help="with --url: the server's process id, to read its memory")
     ap.add_argument("--serve-arg", action="append", default=[],
-                    help="an extra token for `clsvc serve` when started here (repeat: --serve-arg=--model "
-                         "--serve-arg=arctic)")
+                    help="an extra token for `clsvc serve` when started here (repeat: --serve-arg=--workers "
+                         "--serve-arg=2)")
     ap.add_argument("--clients", default="1,2,4,8", help="concurrency levels, comma-separated (default 1,2,4,8)")
     ap.add_argument("--requests-per-client", type=int, default=4)
     ap.add_argument("--clip", help=f"source audio (default: the shipped demo clip {DEFAULT_CLIP})")

@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# Install clsvc into ./.venv on a fresh Debian/Ubuntu machine, with espeak-ng for `clsvc demo --train`
-# and chromium + chromium-driver for the browser test of `clsvc serve`.
+# Install clsvc into ./.venv on a fresh Debian/Ubuntu machine, with espeak-ng for `clsvc demo --train`.
+#   --browser   also chromium + chromium-driver, for the browser test of `clsvc serve` (CI passes it;
+#               tests/test_serve_browser.py skips without them)
 #   TORCH_SPEC  the torch requirement to install first (default torch==2.13.0; on a GPU machine
 #               pick the build for your CUDA from pytorch.org)
 #   PYTHON      the interpreter for the venv (default python3, 3.10 or newer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages, each only when missing: espeak-ng for `clsvc demo --train`; chromium and
-# chromium-driver for the browser test of `clsvc serve` (tests/test_serve_browser.py skips without them).
+browser=0
+for arg in "$@"; do
+    case "$arg" in
+        --browser) browser=1 ;;
+        *) echo "scripts/setup.sh: unknown option $arg (known: --browser)" >&2; exit 2 ;;
+    esac
+done
+
+# System packages, each only when missing: espeak-ng for `clsvc demo --train`; with --browser,
+# chromium and chromium-driver (a few hundred MB: only for the browser test).
 apt_pkgs=()
 command -v espeak-ng >/dev/null 2>&1 || apt_pkgs+=(espeak-ng)
-command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
+if [ "$browser" = 1 ]; then
+    command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
+fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         sudo=""
