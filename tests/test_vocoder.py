@@ -326,3 +326,19 @@ def test_a_vc_model_is_not_a_vocoder_and_convert_takes_a_vocoder(trained_run, tm
         get_vocoder(ckpt, MelConfig())
     with pytest.raises(ClsvcError, match="no such file"):
         clsvc.load(ckpt, vocoder=str(tmp_path / "missing.pt"))
+
+
+def test_neural_vocoder_output_is_clipped_to_full_scale():
+    import numpy as np
+
+    from clsvc.vocoder import NeuralVocoder
+
+    class Loud:
+        def eval(self):
+            return self
+
+        def vocode(self, mel):
+            return np.array([-3.0, -0.5, 0.25, 1.7], dtype=np.float32)
+
+    out = NeuralVocoder(Loud(), "loud", 0)(np.zeros((1, 80), np.float32))
+    assert out.tolist() == [-1.0, -0.5, 0.25, 1.0]

@@ -35,7 +35,10 @@ class NeuralVocoder:
         self.step = step
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
-        return self.model.vocode(mel)  # type: ignore[operator]  # VocoderSystem.vocode
+        wav = self.model.vocode(mel)  # type: ignore[operator]  # VocoderSystem.vocode
+        # The iSTFT head is unbounded and a GAN overshoots on loud frames (peaks of 1.1-1.2 seen);
+        # clip here so every consumer (16-bit writers, scorers, the server) gets samples in [-1, 1].
+        return np.clip(wav, -1.0, 1.0)
 
     def __repr__(self) -> str:
         return f"NeuralVocoder({self.source}, step {self.step})"
