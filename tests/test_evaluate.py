@@ -471,6 +471,13 @@ def test_quality_and_pitch_columns(eval_data, tmp_path):
             assert 0 <= cents < 200, r  # the same utterance: F0 found and close
         else:
             assert r["pesq"] == r["stoi"] == "", r
+        # The pitch level (every pair): the real target's bound has the target's level, the
+        # source's bound the source's (the tiny corpus's voices are at least 500 cents apart).
+        if r["kind"] != "converted":
+            assert float(r["pitch_closer"]) == float(r["kind"] == "target_gl"), r
+        if r["kind"] == "target_gl":
+            assert 0 <= float(r["pitch_off_cents"]) < 100, r
+    assert {"pitch_closer", "pitch_off_cents"} <= set(seen["converted"])
     # NaN results are left out of the means and counted (n + nan = pairs, checked above).
     pesq = seen["target_gl"]["pesq"]
     assert pesq["n"] == 0 or 1.0 <= pesq["mean"] <= 4.65
@@ -556,6 +563,10 @@ def test_bounds_cache_is_keyed_on_the_quality_and_pitch_flags(tmp_path):
     cache.write_text(json.dumps({"key": key(), "rows": {"p": [{"kind": "target_gl"}]}}))
     assert _BoundsCache(cache, EvalConfig(), tmp_path, MelConfig(), {}).rows  # same settings: reused
     assert {f.name for f in dataclasses.fields(EvalConfig)} >= {"quality", "pitch"}
+    # A cache scored before a metric existed (its key lists fewer metrics) is rescored.
+    fewer = {**new, "metrics": [k for k in new["metrics"] if k != "pitch_closer"]}
+    cache.write_text(json.dumps({"key": json.dumps(fewer, sort_keys=True), "rows": {"p": [{"kind": "target_gl"}]}}))
+    assert _BoundsCache(cache, EvalConfig(), tmp_path, MelConfig(), {}).rows == {}
 
 
 def test_nan_scores_are_left_out_of_means_but_counted_and_reported():

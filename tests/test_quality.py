@@ -151,6 +151,22 @@ def test_f0_error_pitch_shift(speech):
     assert err["f0_corr"] > 0.8 and err["vuv_error"] < 0.05, err
 
 
+def test_pitch_level_reads_the_median_f0_and_a_shift_in_cents(speech):
+    import pyworld
+
+    f0, t = pyworld.dio(speech, SR, frame_period=5.0)
+    f0 = pyworld.stonemask(speech, f0, t, SR)
+    sp, ap = pyworld.cheaptrick(speech, f0, t, SR), pyworld.d4c(speech, f0, t, SR)
+    up = pyworld.synthesize(f0 * SEMITONE, sp, ap, SR, 5.0)[: len(speech)]
+    level = pitch.pitch_level(speech)
+    assert abs(pitch.level_cents(level, float(np.median(f0[f0 > 0])))) < 10.0
+    assert abs(pitch.level_cents(pitch.pitch_level(up), level) - 100.0) < 15.0
+    # Several utterances pool their voiced frames; silence has no level.
+    assert abs(pitch.level_cents(pitch.pitch_level([speech, speech]), level)) < 1e-6
+    assert math.isnan(pitch.pitch_level(np.zeros(SR, np.float32)))
+    assert math.isnan(pitch.level_cents(math.nan, level)) and math.isnan(pitch.level_cents(0.0, level))
+
+
 def test_f0_error_time_stretch_is_aligned(speech):
     import librosa
 

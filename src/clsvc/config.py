@@ -49,6 +49,7 @@ SYSTEMS: tuple[str, ...] = typing.get_args(System)
 Norm = Literal["batch", "group", "none"]
 ContentNorm = Literal["none", "instance"]
 SpeakerClassifier = Literal["linear", "cosine"]
+SpeakerEncoder = Literal["own", "dvector"]
 AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
 CodeDistance = Literal["l1", "l2"]
@@ -135,6 +136,13 @@ class ModelConfig:
     # so conversions keep the source's intonation and S_x supplies only the pitch level and range.
     # Training needs features made with `clsvc preprocess --f0`; conversion reads the source audio.
     f0_condition: bool = False
+    # Remedy (not in the paper), clsvc only: where S_x comes from. "own" (paper): the time average
+    # of E's first ``speaker_dim`` channels. "dvector": the speaker's Resemblyzer d-vector (a speaker
+    # encoder pretrained on thousands of voices, as AutoVC conditions on a pretrained one); E then
+    # outputs only C_x, the decoder is trained on each training speaker's mean d-vector, and a voice
+    # for conversion comes from reference audio. Needs ``speaker_dim: 256``. C1 still trains on the
+    # (fixed) vectors and only reports how separable the training speakers are.
+    speaker_encoder: SpeakerEncoder = "own"
     # C1 on the L2-normalised S_x: "linear" (paper) or "cosine" (scaled cosine logits).
     speaker_classifier: SpeakerClassifier = "linear"
     cosine_scale: float = 16.0
@@ -345,7 +353,8 @@ class EvalConfig:
         "recording"))
     pitch: bool = field(default=True, metadata=_help(
         "F0 error after DTW against the reference recording: log-F0 RMSE in cents, F0 correlation, "
-        "V/UV error (parallel pairs)"))
+        "V/UV error (parallel pairs); pitch level (median F0) closer to the target's than the source's "
+        "(every pair)"))
     probes: bool = field(default=True, metadata=_help("fresh speaker classifiers on the frozen codes"))
     tsne: bool = field(default=True, metadata=_help("t-SNE of speaker codes (the paper's Fig. 5)"))
     tsne_utterances: int = field(default=20, metadata=_help("utterances per speaker in the t-SNE"))
@@ -771,6 +780,10 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"must be >= 1 when model.adversary_layers >= 1 (it is {m.adversary_layers})")
     need(_is_number(m.voice_warp) and 1.0 <= m.voice_warp <= 2.0, "model.voice_warp",
          "must be in [1, 2] (the largest frequency ratio of the warp; 1 = off)")
+    need(m.speaker_encoder == "own" or (m.system == "clsvc" and m.speaker_dim == 256), "model.speaker_encoder",
+         "dvector works with model.system clsvc and model.speaker_dim 256 (the d-vector's size)")
+    need(m.speaker_encoder == "own" or cfg.loss.convert_cls == 0, "loss.convert_cls",
+         "must be 0 with model.speaker_encoder dvector (C1 cannot hear a conversion: E makes no S_x)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

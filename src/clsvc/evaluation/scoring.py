@@ -8,7 +8,9 @@ among the condition's speakers (any-to-many: among the training speakers convert
 identified-as-source share); MCD against the target speaker's recording of the same sentence
 (parallel pairs); WER / CER of pocketsphinx against the source transcript; DNSMOS P.835 (no
 reference); PESQ and STOI of the real target's bound against its recording; F0 error against the
-target speaker's recording of the same sentence (parallel pairs).
+target speaker's recording of the same sentence (parallel pairs); the pitch level (median voiced
+F0) against the target's and the source's, from their centroid utterances (every pair: a voice
+cue that does not come from Resemblyzer).
 
 What the scores are measured against (centroids, identification pools, real audio, reference
 transcripts) is a :class:`ScoringContext`, built once per evaluation from the protocol.
@@ -17,8 +19,9 @@ transcripts) is a :class:`ScoringContext`, built once per evaluation from the pr
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +115,8 @@ class ScoringContext:
     pools: dict[str, list[str]]
     audio: AudioCache
     reference_text: Callable[[Pair], str]
+    #: speaker -> pitch level (median voiced F0, Hz) of its centroid utterances (``cfg.pitch``).
+    pitch_levels: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def build(cls, protocol: Protocol, cfg: EvalConfig, mel_cfg: MelConfig, audio: AudioCache,
@@ -127,10 +132,14 @@ class ScoringContext:
         pairs = protocol.pairs
         speakers = sorted({p.source.speaker for p in pairs} | {p.target.speaker for p in pairs}
                           | {s for c in {p.condition for p in pairs} for s in protocol.pools.get(c, [])})
-        centroids = {}
+        centroids, levels = {}, {}
         for s in tqdm(speakers, desc="centroids", unit="spk", disable=not progress):
             utts = protocol.centroid.get(s) or protocol.test.get(s, [])
             centroids[s] = centroid([audio.embedding(e) for e in utts])
+            if cfg.pitch:
+                from .pitch import pitch_level
+
+                levels[s] = pitch_level([audio.wav(e) for e in utts], mel_cfg.sample_rate)
         # Pools of the protocol's conditions (seen and unseen always, any2many when asked for)
         # and of any other condition a pair list brings.
         conds = [c for c in CONDITIONS if c in protocol.pools or any(p.condition == c for p in pairs)]
@@ -148,7 +157,7 @@ class ScoringContext:
                 asr_cache[pair.source.source] = transcribe(audio.wav(pair.source), mel_cfg.sample_rate)
             return asr_cache[pair.source.source]
 
-        return cls(cfg, mel_cfg, centroids, pools, audio, reference_text)
+        return cls(cfg, mel_cfg, centroids, pools, audio, reference_text, levels)
 
 
 def _pair_speakers(pairs: list[Pair], condition: str) -> list[str]:
@@ -251,6 +260,15 @@ def score_kind(row: Row, wav: np.ndarray, mel: np.ndarray, pair: Pair, ctx: Scor
             # pesq's own errors (e.g. BufferTooShortError) are RuntimeErrors: not scored
             row["pesq"] = _safe(lambda: pesq_wb(ref_wav, wav, sr), (ValueError, RuntimeError))
             row["stoi"] = _safe(lambda: stoi(ref_wav, wav, sr))
+    if cfg.pitch and ctx.pitch_levels:
+        from .pitch import level_cents, pitch_level
+
+        level = _safe(lambda: pitch_level(wav, sr))
+        if level is not None:
+            to_tgt = abs(level_cents(level, ctx.pitch_levels[tgt]))
+            to_src = abs(level_cents(level, ctx.pitch_levels[src]))
+            row["pitch_off_cents"] = to_tgt
+            row["pitch_closer"] = math.nan if math.isnan(to_tgt + to_src) else float(to_tgt < to_src)
     if cfg.pitch and pair.parallel:
         from .pitch import f0_error
 

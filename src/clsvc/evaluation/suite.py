@@ -36,7 +36,7 @@ from ..files import atomic_dir
 from ..models import Reference
 from ..pretrained import DEFAULT_VOCODER, vocoder_file
 from . import report
-from .metrics import CONDITIONS, Row, summarize
+from .metrics import CONDITIONS, METRICS, Row, summarize
 from .probes import NO_CONTENT
 from .protocol import Pair, Protocol, build_protocol, read_pairs, write_pairs
 from .scoring import AudioCache, ScoringContext, check_scorers, new_row, probe_speakers, speaker_code_tsne, write_scores
@@ -142,7 +142,9 @@ class _BoundsCache:
             keep.pop("any2many_pairs", None)
         self.path = Path(path) if path is not None else None
         self.key = json.dumps({"eval": keep, "data": str(Path(data).resolve()), "mel": asdict(mel_cfg),
-                               "pools": pools, "vocoder": _vocoder_id(vocoder)}, sort_keys=True)
+                               "pools": pools, "vocoder": _vocoder_id(vocoder),
+                               # a cache scored before a metric existed lacks its column: rescore
+                               "metrics": [m.key for m in METRICS]}, sort_keys=True)
         self.rows: dict[str, list[Row]] = {}
         if self.path is not None and self.path.is_file():
             try:

@@ -38,7 +38,7 @@ from .layers import (
     mlp,
 )
 from .losses import ClsVCOutput, clsvc_losses
-from .voices import EncoderVoice, Reference
+from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
 class Encoder(nn.Module):
@@ -139,7 +139,10 @@ class ClsVC(VCSystem):
         self.adversary_lr_mult = adversary_lr_mult
         self.mel_cfg = mel or MelConfig(n_mels=n_mels)  # the frame grid the pitch is tracked on
         self.f0_dim = F0_DIM if cfg.f0_condition else 0  # extra decoder input channels per frame
-        self.encoder = Encoder(n_mels, cfg.speaker_dim + cfg.content_dim, cfg.enc_channels, cfg.enc_conv_layers,
+        # With model.speaker_encoder "dvector" S_x is a pretrained d-vector and E outputs only C_x.
+        self.own_speaker = cfg.speaker_encoder == "own"
+        self.s_channels = cfg.speaker_dim if self.own_speaker else 0  # channels of Z that are S_x
+        self.encoder = Encoder(n_mels, self.s_channels + cfg.content_dim, cfg.enc_channels, cfg.enc_conv_layers,
                                cfg.enc_lstm_hidden, cfg.enc_lstm_layers, cfg.kernel_size, cfg.norm)
         self.decoder = Decoder.from_model_config(n_mels, cfg.content_dim + self.f0_dim, cfg.speaker_dim, cfg)
         self.speaker_classifier: nn.Module
@@ -148,7 +151,12 @@ class ClsVC(VCSystem):
         else:
             self.speaker_classifier = nn.Linear(cfg.speaker_dim, cfg.n_speakers)
         self.adversary = mlp(cfg.content_dim, cfg.adversary_hidden, cfg.n_speakers, cfg.adversary_layers)
-        self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
+        self.voice: VoicePart
+        if self.own_speaker:
+            self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
+        else:
+            # The training speakers' mean d-vectors (zeros until the trainer calls voice.fit).
+            self.voice = DVectorVoice(cfg.n_speakers)
         self.perturb: VoicePerturb | None = None
         if cfg.voice_warp > 1.0 or cfg.voice_eq_db > 0:
             m = self.mel_cfg
@@ -157,15 +165,16 @@ class ClsVC(VCSystem):
     # ------------------------------------------------------------------ pieces
 
     def encode(self, mel: torch.Tensor, lengths: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """mel (B, T, M) -> (S_x (B, s), C_x (B, T, c), mask (B, T))."""
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """mel (B, T, M) -> (S_x (B, s), C_x (B, T, c), mask (B, T)); S_x is None when the
+        speaker vectors are d-vectors (``model.speaker_encoder: dvector``)."""
         b, t, _ = mel.shape
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=mel.device)
         mask = length_mask(lengths, t)
         z = self.encoder(mel)
-        s = self.cfg.speaker_dim
-        speaker = masked_mean(z[..., :s], mask)
+        s = self.s_channels
+        speaker = masked_mean(z[..., :s], mask) if s else None
         content = z[..., s:]
         if self.cfg.content_norm == "instance":
             content = masked_instance_norm(content, mask)
@@ -202,21 +211,38 @@ class ClsVC(VCSystem):
         perm = None
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
-        out = self.run(mel, lengths, perm, f0)
+        vectors = None
+        if isinstance(self.voice, DVectorVoice):
+            if not self.voice.fitted:
+                raise ClsvcError("this ClsVC conditions on d-vectors but has none for its training speakers: "
+                                 "call voice.fit(...) or voice.set_table((K, 256)) before training (the trainer does)")
+            vectors = self.voice.dvectors[speaker]
+        out = self.run(mel, lengths, perm, f0, vectors)
         return clsvc_losses(out, mel, speaker, self.loss_cfg)
 
     def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None,
-            f0: torch.Tensor | None = None) -> ClsVCOutput:
+            f0: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> ClsVCOutput:
         """One training pass. ``perm`` (B,) names each row's conversion partner; when given,
         D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses. ``f0`` (B, T, 2):
         pitch features of the original mels (with ``model.f0_condition``; a voice-perturbed copy
-        feeds only the content path), the source's own in every decoding, conversions included."""
-        speaker, content, mask = self.encode(mel, lengths)
+        feeds only the content path), the source's own in every decoding, conversions included.
+        ``vectors`` (B, 256): each row's speaker d-vector, which replaces S_x with
+        ``model.speaker_encoder: dvector`` (required then)."""
+        speaker = None
+        if self.own_speaker:
+            speaker, content, mask = self.encode(mel, lengths)
         if self.perturb is not None and self.training:
             # The content code of a voice-perturbed copy must rebuild the original with S_x of
             # the original: the perturbed voice cannot help, so C_x learns to ignore it.
-            _, content, _ = self.encode(self.perturb(mel), lengths)
-        s_norm = F.normalize(speaker, dim=-1)
+            _, content, mask = self.encode(self.perturb(mel), lengths)
+        elif not self.own_speaker:
+            _, content, mask = self.encode(mel, lengths)
+        if speaker is not None:
+            s_norm = F.normalize(speaker, dim=-1)
+        elif vectors is not None:
+            s_norm = unit(vectors).to(mel.dtype)
+        else:
+            raise ClsvcError("this ClsVC conditions on d-vectors: pass each row's vector (vectors=...)")
         mel_out, mel_post = self.decode(content, s_norm, f0)
         speaker_re, content_re, _ = self.encode(mel_post, lengths)
         spk_logits = self.speaker_classifier(s_norm)
@@ -236,7 +262,8 @@ class ClsVC(VCSystem):
             _, conv_post = self.decode(content, s_norm[perm], f0)  # a_b keeps a's intonation
             out.perm = perm
             out.conv_speaker, out.conv_content, _ = self.encode(conv_post, lengths)
-            out.conv_spk_logits = self.speaker_classifier(F.normalize(out.conv_speaker, dim=-1))
+            if out.conv_speaker is not None:
+                out.conv_spk_logits = self.speaker_classifier(F.normalize(out.conv_speaker, dim=-1))
         return out
 
     # ------------------------------------------------------------------ inference
@@ -260,6 +287,9 @@ class ClsVC(VCSystem):
     def embed(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Unit-norm speaker embeddings S_x/|S_x| (B, s) of mels (B, T, M)."""
         speaker, _, _ = self.encode(mel, lengths)
+        if speaker is None:
+            raise ClsvcError("this ClsVC's voices are d-vectors of reference audio, not made from mels: "
+                             "use model.voice.voice([Reference(mel, wav=...)])")
         return F.normalize(speaker, dim=-1)
 
     @torch.inference_mode()
@@ -271,7 +301,7 @@ class ClsVC(VCSystem):
     def codes(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Codes:
         """C_x (B, T, c) and unit S_x (B, s)."""
         speaker, content, _ = self.encode(mel, lengths)
-        return Codes(content, F.normalize(speaker, dim=-1))
+        return Codes(content, None if speaker is None else F.normalize(speaker, dim=-1))
 
     @torch.inference_mode()
     def convert(self, mel: torch.Tensor, speaker: torch.Tensor, source: torch.Tensor | None = None

@@ -21,11 +21,11 @@ class ClsVCOutput:
     """Everything the losses need from one training forward pass of :class:`~.clsvc.ClsVC`."""
 
     mask: torch.Tensor  # (B, T)
-    speaker: torch.Tensor  # S_x (B, s), raw
+    speaker: torch.Tensor | None  # S_x (B, s), raw; None when S_x is a d-vector (not E's output)
     content: torch.Tensor  # C_x (B, T, c)
     mel_out: torch.Tensor  # decoder output before the postnet (B, T, M)
     mel_post: torch.Tensor  # final reconstruction x' (B, T, M)
-    speaker_re: torch.Tensor  # S of E(x') (B, s)
+    speaker_re: torch.Tensor | None  # S of E(x') (B, s); None with d-vectors
     content_re: torch.Tensor  # C of E(x') (B, T, c)
     spk_logits: torch.Tensor  # C1(S_x / |S_x|) (B, K)
     adv_logits: torch.Tensor  # C2 logits that train C2: (B, T, K) per frame or (B, K) pooled
@@ -74,9 +74,10 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     mask = out.mask
     # L_recon: L2 on both decoder outputs (AutoVC also supervises the pre-postnet mel).
     recon = masked_frame_mse(post, mel, mask) + masked_frame_mse(out_mel, mel, mask)
-    # L_code = ||E(x') - Z||^2 over both parts of Z.
-    code = (_distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
-            + _distance(out.speaker_re.float(), out.speaker.float(), cfg.code_distance))
+    # L_code = ||E(x') - Z||^2 over both parts of Z (only C_x when S_x is a fixed d-vector).
+    code = _distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
+    if out.speaker is not None and out.speaker_re is not None:
+        code = code + _distance(out.speaker_re.float(), out.speaker.float(), cfg.code_distance)
     cls, cls_acc = _frame_ce(out.spk_logits.float(), speaker, mask)
     adv_ce, adv_acc = _frame_ce(out.adv_logits.float(), speaker, mask)
     if cfg.adversarial == "grl":
@@ -91,10 +92,11 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     if cfg.adversarial == "entropy":
         terms["adv_uniform"] = adv_uniform
     if out.perm is not None:
-        assert out.conv_content is not None and out.conv_speaker is not None
-        target_spk = F.normalize(out.speaker, dim=-1)[out.perm].detach()
-        conv_code = (_distance(out.conv_content.float(), out.content.detach().float(), cfg.code_distance, mask)
-                     + _distance(F.normalize(out.conv_speaker.float(), dim=-1), target_spk.float(), "l2"))
+        assert out.conv_content is not None
+        conv_code = _distance(out.conv_content.float(), out.content.detach().float(), cfg.code_distance, mask)
+        if out.speaker is not None and out.conv_speaker is not None:
+            target_spk = F.normalize(out.speaker, dim=-1)[out.perm].detach()
+            conv_code = conv_code + _distance(F.normalize(out.conv_speaker.float(), dim=-1), target_spk.float(), "l2")
         total = total + cfg.convert_code * conv_code
         terms["conv_code"] = conv_code
         if cfg.convert_cls > 0:
