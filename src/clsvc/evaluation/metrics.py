@@ -78,9 +78,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("accept", "accepted ≥ thr", True, 0),
     Metric("id_target", "identified as target", True, 0),
     Metric("id_source", "identified as source", True, 0),
-    # Pitch level (clsvc.evaluation.pitch.pitch_level: median voiced F0): a voice cue measured
-    # without Resemblyzer, so it also checks models that condition on Resemblyzer's d-vectors.
-    # NaN when either side has too little voicing (e.g. same-level voices are still scored).
+    # Pitch level (clsvc.evaluation.pitch.pitch_level: median voiced F0, WORLD Harvest): a voice
+    # cue measured without Resemblyzer, so it also checks models that condition on its d-vectors.
+    # NaN when a side has too little voicing; between voices of about the same level the share is
+    # a coin toss, so read it with the cents.
     Metric("pitch_closer", "pitch level closer to target", True, 0),
     Metric("pitch_off_cents", "pitch level off target (cents)", False, 0),
     Metric("wer", "WER", False, 3),

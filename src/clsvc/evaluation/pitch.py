@@ -208,11 +208,15 @@ def f0_error(
 MIN_VOICED_FRAMES = 20
 
 
-def pitch_level(wavs: np.ndarray | list[np.ndarray], sr: int = 16000, method: Method = "dio") -> float:
+def pitch_level(wavs: np.ndarray | list[np.ndarray], sr: int = 16000, method: Method = "harvest") -> float:
     """A voice's pitch level: the median F0 in Hz over the voiced frames of one or more mono
-    waveforms at ``sr`` Hz (:func:`f0_track`, DIO + StoneMask by default: a median shrugs off the
-    tracker's occasional octave errors, so the 25x faster tracker serves). NaN when fewer than
-    :data:`MIN_VOICED_FRAMES` frames are voiced in all of them together."""
+    waveforms at ``sr`` Hz (:func:`f0_track`). NaN when fewer than :data:`MIN_VOICED_FRAMES`
+    frames are voiced in all of them together.
+
+    Harvest by default: on Griffin-Lim output DIO calls much of the phasey noise voiced at a low
+    F0, and even the median moves (three LibriSpeech test-other utterances, the recording by DIO /
+    its Griffin-Lim copy by DIO / the copy by Harvest: 178 / 128 / 187, 235 / 147 / 232 and
+    181 / 183 / 190 Hz)."""
     if isinstance(wavs, np.ndarray):
         wavs = [wavs]
     voiced = [f[f > 0] for f in (f0_track(w, sr, method=method) for w in wavs)]
