@@ -30,12 +30,11 @@ in count (clients x requests) and time (``--timeout`` per request, ``--level-tim
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -67,12 +66,6 @@ class Outcome:
     status: int
     latency: float
     error: str = ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def source_clip(path: str | None) -> tuple[bytes, float, str]:
@@ -215,39 +208,6 @@ def summarize(clients: int, outcomes: list[Outcome], wall: float, audio_s: float
     }
 
 
-def start_server(serve_args: list[str], start_timeout: float, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``clsvc serve`` on a free loopback port, once /healthz answers ok; its output (one access
-    line per request) goes to ``log``, shown if it fails to start."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "clsvc", "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + start_timeout
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"clsvc serve exited with status {proc.returncode}:\n{log.read_text(errors='replace')}")
-        try:
-            if get_json(f"{url}/healthz", timeout=5).get("status") == "ok":
-                return proc, url
-        except (OSError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise SystemExit(f"clsvc serve did not answer {url}/healthz within {start_timeout:.0f} s:\n"
-                             f"{log.read_text(errors='replace')}")
-        time.sleep(0.5)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _fmt(x: float | None, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -300,45 +260,50 @@ def main() -> None:
         ap.error("--clients needs positive counts and --requests-per-client at least 1")
 
     body_wav, clip_s, clip_name = source_clip(a.clip)
-    proc = None
-    tmp = tempfile.TemporaryDirectory(prefix="serve-load-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp, contextlib.ExitStack() as stack:
         if a.url:
             url, pid = a.url.rstrip("/"), a.server_pid
         else:
-            proc, url = start_server(a.serve_arg, a.start_timeout, Path(tmp.name) / "serve.log")
-            pid = proc.pid
-        info = get_json(f"{url}/v1/speakers")
-        if a.speaker not in info["speakers"]:
-            raise SystemExit(f"speaker {a.speaker!r} not among the server's: {', '.join(info['speakers'])}")
-        source = (f"{Path(clip_name).stem}.wav", body_wav, "audio/wav")
-        body, ctype = multipart({"speaker": a.speaker}, {"source": source})
-        warm = convert_once(url, body, ctype, a.timeout)
-        if warm.status != 200:
-            raise SystemExit(f"the warm-up conversion failed: {warm.status or 'no answer'} {warm.error}")
-        result: dict[str, Any] = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "url": url,
-            "started_here": proc is not None, "serve_args": a.serve_arg, "model": info["model"],
-            "speaker": a.speaker, "clip": clip_name, "clip_s": clip_s,
-            "requests_per_client": a.requests_per_client, "warmup_s": warm.latency,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "beside": a.beside,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rss_reset_per_level": False, "levels": [],
-        }
-        for n in levels:
-            reset = pid is not None and reset_peak_rss(pid)
-            outcomes, wall = run_level(url, n, a.requests_per_client, body, ctype, a.timeout, a.level_timeout)
-            row = summarize(n, outcomes, wall, clip_s)
-            row["peak_rss_mib"] = peak_rss_mib(pid) if pid is not None else None
-            row["rss_reset"] = reset
-            result["levels"].append(row)
-            print(f"{n} clients: {row['ok']} ok, {row['busy_503']} busy, {row['other']} other in {wall:.1f} s",
-                  file=sys.stderr)
-        result["rss_reset_per_level"] = all(r["rss_reset"] for r in result["levels"])
-    finally:
-        if proc is not None:
-            stop_server(proc)
-        tmp.cleanup()
+            from clsvc.serve.spawn import ServerFailed, spawned_server
+
+            try:
+                url, pid = stack.enter_context(spawned_server(a.serve_arg, Path(tmp) / "serve.log", a.start_timeout))
+            except ServerFailed as e:
+                raise SystemExit(str(e)) from None
+        result = measure(a, levels, url, pid, body_wav, clip_s, clip_name)
     write_result(a.out, result, markdown(result))
+
+
+def measure(a: argparse.Namespace, levels: list[int], url: str, pid: int | None, body_wav: bytes, clip_s: float,
+            clip_name: str) -> dict[str, Any]:
+    """The warm-up conversion, then every ``--clients`` level against the server at ``url``."""
+    info = get_json(f"{url}/v1/speakers")
+    if a.speaker not in info["speakers"]:
+        raise SystemExit(f"speaker {a.speaker!r} not among the server's: {', '.join(info['speakers'])}")
+    source = (f"{Path(clip_name).stem}.wav", body_wav, "audio/wav")
+    body, ctype = multipart({"speaker": a.speaker}, {"source": source})
+    warm = convert_once(url, body, ctype, a.timeout)
+    if warm.status != 200:
+        raise SystemExit(f"the warm-up conversion failed: {warm.status or 'no answer'} {warm.error}")
+    result: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "url": url,
+        "started_here": not a.url, "serve_args": a.serve_arg, "model": info["model"],
+        "speaker": a.speaker, "clip": clip_name, "clip_s": clip_s,
+        "requests_per_client": a.requests_per_client, "warmup_s": warm.latency,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "beside": a.beside,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "rss_reset_per_level": False, "levels": [],
+    }
+    for n in levels:
+        reset = pid is not None and reset_peak_rss(pid)
+        outcomes, wall = run_level(url, n, a.requests_per_client, body, ctype, a.timeout, a.level_timeout)
+        row = summarize(n, outcomes, wall, clip_s)
+        row["peak_rss_mib"] = peak_rss_mib(pid) if pid is not None else None
+        row["rss_reset"] = reset
+        result["levels"].append(row)
+        print(f"{n} clients: {row['ok']} ok, {row['busy_503']} busy, {row['other']} other in {wall:.1f} s",
+              file=sys.stderr)
+    result["rss_reset_per_level"] = all(r["rss_reset"] for r in result["levels"])
+    return result
 
 
 if __name__ == "__main__":

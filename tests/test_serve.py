@@ -553,3 +553,13 @@ def test_serve_command_runs_a_server(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=LIVENESS_S)
     assert "Traceback" not in err
+
+
+def test_spawned_server_that_cannot_start_is_one_error_with_its_output(tmp_path):
+    from clsvc.serve.spawn import ServerFailed, spawned_server
+
+    log = tmp_path / "serve.log"
+    with pytest.raises(ServerFailed, match="exited with status 2") as err:
+        with spawned_server(["--workers", "0"], log=log, start_timeout=60):
+            pass
+    assert "workers" in str(err.value) and "workers" in log.read_text()

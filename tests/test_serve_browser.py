@@ -18,9 +18,6 @@ import io
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -61,46 +58,19 @@ def _required_pieces() -> None:
         pytest.fail(f"{WHY}; CLSVC_REQUIRE_BROWSER=1 makes that a failure")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """``clsvc serve`` with the shipped model on a free loopback port; yields its base URL and
     stops it afterwards (terminate, then kill)."""
-    port = _free_port()
+    from clsvc.serve.spawn import ServerFailed, spawned_server
+
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "clsvc", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"clsvc serve exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=5) as r:
-                    if json.load(r).get("status") == "ok":
-                        break
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"clsvc serve did not answer /healthz in {START_TIMEOUT:.0f} s:\n"
-                            f"{log.read_text(errors='replace')}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with spawned_server(log=log, start_timeout=START_TIMEOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}) \
+                as (url, _pid):
+            yield url
+    except ServerFailed as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
