@@ -128,6 +128,24 @@ def test_crop_sampler(features):
     assert (b2.lengths == 16).all()
 
 
+def test_sampling_shares_by_speaker_sqrt_and_utterance(features):
+    """With one speaker of n utterances beside two of one each, a draw is that speaker's
+    1/3 of the time by speaker, sqrt(n)/(sqrt(n) + 2) by sqrt and n/(n + 2) by utterance."""
+    ds = FeatureSet(features, ("train",))
+    a = ds.by_speaker[0]
+    ds.by_speaker = [a, ds.by_speaker[1][:1], ds.by_speaker[2][:1]]
+    keep = np.concatenate(ds.by_speaker)
+    ds.entries = [ds.entries[i] for i in keep]  # the utterance draw sees the same n + 2 utterances
+    ds.mels, ds.labels = [ds.mels[i] for i in keep], ds.labels[keep]
+    ds.by_speaker = [np.arange(len(a)), np.array([len(a)]), np.array([len(a) + 1])]
+    n = len(a)
+    assert n >= 3
+    for sampling, want in [("speaker", 1 / 3), ("sqrt", n ** 0.5 / (n ** 0.5 + 2)), ("utterance", n / (n + 2))]:
+        g = torch.Generator().manual_seed(0)
+        share = np.mean([(ds.sample(50, 8, g, sampling).speaker == 0).float().mean().item() for _ in range(60)])
+        assert abs(share - want) < 0.04, (sampling, share, want)
+
+
 def test_preprocess_several_corpora(tmp_path):
     a = write_corpus(tmp_path / "a", n_utts=2, seconds=0.8)
     b = tmp_path / "b"

@@ -53,7 +53,7 @@ SpeakerEncoder = Literal["own", "dvector"]
 AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
 CodeDistance = Literal["l1", "l2"]
-Sampling = Literal["speaker", "utterance"]
+Sampling = Literal["speaker", "utterance", "sqrt"]
 
 
 @dataclass(frozen=True)
@@ -306,7 +306,10 @@ class TrainConfig:
     crop_frames: int = 128  # T; shorter utterances are padded with pad_value
     pad_value: float = 0.0  # 0 in the [0, 1] mel scale = the -100 dB floor, i.e. silence
     # "speaker": pick a speaker uniformly, then one of their utterances (balances speakers
-    # with few utterances); "utterance": uniform over utterances.
+    # with few utterances); "utterance": uniform over utterances; "sqrt": pick a speaker with
+    # probability proportional to the square root of its utterance count, then one of them (in
+    # between: 3 voices x 593 utterances beside 251 one-utterance voices get 22% of the draws, not
+    # 88% as by utterance or 1% as by speaker).
     sampling: Sampling = "speaker"
     seed: int = 1234
     threads: int = 0  # torch CPU threads; 0 = torch default

@@ -105,10 +105,15 @@ class FeatureSet:
 
     def sample(self, batch_size: int, crop_frames: int, gen: torch.Generator,
                sampling: str = "speaker", pad_value: float = 0.0) -> Batch:
-        """A batch of random T-frame crops (shorter utterances padded with ``pad_value``)."""
-        if sampling == "speaker":
+        """A batch of random T-frame crops (shorter utterances padded with ``pad_value``).
+        ``sampling`` (see ``TrainConfig.sampling``): "speaker", "utterance" or "sqrt"."""
+        if sampling in ("speaker", "sqrt"):
             usable = [i for i, b in enumerate(self.by_speaker) if len(b)]
-            spk = torch.randint(len(usable), (batch_size,), generator=gen).tolist()
+            if sampling == "speaker":
+                spk = torch.randint(len(usable), (batch_size,), generator=gen).tolist()
+            else:
+                weights = torch.tensor([len(self.by_speaker[i]) for i in usable], dtype=torch.float64).sqrt()
+                spk = torch.multinomial(weights, batch_size, replacement=True, generator=gen).tolist()
             pick = torch.rand(batch_size, generator=gen).tolist()
             idx = []
             for s, p in zip(spk, pick, strict=True):
