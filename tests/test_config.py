@@ -88,7 +88,7 @@ def _one_line_error(overrides, words):
     ("loss.adversarial=foo", "loss.adversarial", "grl, entropy"),
     ("loss.code_distance=foo", "loss.code_distance", "l1, l2"),
     ("autovc.code_distance=foo", "autovc.code_distance", "l1, l2"),
-    ("train.sampling=foo", "train.sampling", "speaker, utterance"),
+    ("train.sampling=foo", "train.sampling", "speaker, utterance, sqrt"),
 ])
 def test_bad_choice_names_key_and_allowed_values(override, key, allowed):
     msg = _one_line_error([override], f"{key}: 'foo' is not one of {allowed}")
