@@ -149,6 +149,10 @@ def test_f0_error_pitch_shift(speech):
     assert abs(err["log_f0_rmse_cents"] - 100.0) < 15.0, err
     assert abs(err["log_f0_mean_cents"] - 100.0) < 10.0, err
     assert err["f0_corr"] > 0.8 and err["vuv_error"] < 0.05, err
+    # A contour the caller already tracked is used as is: the same numbers, and it is really read.
+    assert pitch.f0_error(speech, up, deg_f0=pitch.f0_track(up)) == err
+    halved = pitch.f0_error(speech, up, deg_f0=pitch.f0_track(up) / 2)
+    assert abs(halved["log_f0_mean_cents"] - (err["log_f0_mean_cents"] - 1200.0)) < 1e-6
 
 
 def test_pitch_level_reads_the_median_f0_and_a_shift_in_cents(speech):
@@ -163,6 +167,7 @@ def test_pitch_level_reads_the_median_f0_and_a_shift_in_cents(speech):
     assert abs(pitch.level_cents(pitch.pitch_level(up), level) - 100.0) < 15.0
     # Several utterances pool their voiced frames; silence has no level.
     assert abs(pitch.level_cents(pitch.pitch_level([speech, speech]), level)) < 1e-6
+    assert pitch.pitch_level_of([pitch.f0_track(speech)]) == level
     assert math.isnan(pitch.pitch_level(np.zeros(SR, np.float32)))
     assert math.isnan(pitch.level_cents(math.nan, level)) and math.isnan(pitch.level_cents(0.0, level))
 

@@ -71,10 +71,6 @@ def available() -> bool:
     return True
 
 
-
-
-
-
 def f0_track(
     wav: np.ndarray,
     sr: int = 16000,
@@ -130,6 +126,7 @@ def f0_error(
     frame_period_ms: float = DEFAULT_FRAME_PERIOD_MS,
     method: Method = "harvest",
     silence_db: float | None = DEFAULT_SILENCE_DB,
+    deg_f0: np.ndarray | None = None,
 ) -> dict[str, float]:
     """F0 error of ``deg`` (e.g. converted speech) against ``ref``, both mono at ``sr`` Hz.
 
@@ -162,8 +159,12 @@ def f0_error(
       V/UV), ``aligned_pairs`` (int) -- the DTW path length.
 
     The F0 numbers are NaN when fewer than 2 scored pairs are voiced in both, ``vuv_error`` when
-    no pair is scored. Identical inputs give 0 cents, correlation 1 and V/UV error 0. Raises
-    ValueError on empty or non-finite input, ClsvcError without pyworld / pysptk.
+    no pair is scored. Identical inputs give 0 cents, correlation 1 and V/UV error 0.
+
+    ``deg_f0``: ``deg``'s contour when the caller already has it (``f0_track(deg, sr,
+    frame_period_ms, method)``, e.g. from :func:`pitch_level_of`), so that it is not tracked twice.
+
+    Raises ValueError on empty or non-finite input, ClsvcError without pyworld / pysptk.
     """
     import librosa
 
@@ -171,8 +172,8 @@ def f0_error(
     r = mono(ref, "ref", "f0_error")
     d = mono(deg, "deg", "f0_error")
     f0s, ceps, speech = [], [], []
-    for x in (r, d):
-        f0 = f0_track(x, sr, frame_period_ms, method)
+    for x, known in ((r, None), (d, deg_f0)):
+        f0 = f0_track(x, sr, frame_period_ms, method) if known is None else np.asarray(known, dtype=np.float64)
         mcep, energy = mcep_from_wav(x, sr, frame_period_ms=frame_period_ms)
         n = min(len(f0), len(mcep))  # the same pyworld grid: equal, cropped only as a guard
         f0s.append(f0[:n])
@@ -219,7 +220,13 @@ def pitch_level(wavs: np.ndarray | list[np.ndarray], sr: int = 16000, method: Me
     181 / 183 / 190 Hz)."""
     if isinstance(wavs, np.ndarray):
         wavs = [wavs]
-    voiced = [f[f > 0] for f in (f0_track(w, sr, method=method) for w in wavs)]
+    return pitch_level_of([f0_track(w, sr, method=method) for w in wavs])
+
+
+def pitch_level_of(tracks: list[np.ndarray]) -> float:
+    """:func:`pitch_level` from F0 contours already tracked (:func:`f0_track`; Hz, 0 = unvoiced):
+    the median over their voiced frames, NaN below :data:`MIN_VOICED_FRAMES`."""
+    voiced = [np.asarray(f)[np.asarray(f) > 0] for f in tracks]
     f0 = np.concatenate(voiced) if voiced else np.zeros(0)
     return float(np.median(f0)) if len(f0) >= MIN_VOICED_FRAMES else math.nan
 

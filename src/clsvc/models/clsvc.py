@@ -14,7 +14,7 @@ the pitch level and range of the output still come from the target's S.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
@@ -212,11 +212,12 @@ class ClsVC(VCSystem):
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
         vectors = None
-        if isinstance(self.voice, DVectorVoice):
-            if not self.voice.fitted:
+        if not self.own_speaker:
+            voice = cast(DVectorVoice, self.voice)  # set so in __init__
+            if not voice.fitted:
                 raise ClsvcError("this ClsVC conditions on d-vectors but has none for its training speakers: "
                                  "call voice.fit(...) or voice.set_table((K, 256)) before training (the trainer does)")
-            vectors = self.voice.dvectors[speaker]
+            vectors = voice.dvectors[speaker]
         out = self.run(mel, lengths, perm, f0, vectors)
         return clsvc_losses(out, mel, speaker, self.loss_cfg)
 
