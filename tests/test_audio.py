@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from clsvc import audio
-from clsvc.audio import AudioScaleWarning, check_waveform, load_wav, mel_to_linear, save_wav, wav_to_mel
+from clsvc.audio import AudioScaleWarning, check_waveform, load_wav, mel_to_linear, norm_to_amp, save_wav, wav_to_mel
 from clsvc.config import MelConfig
 from clsvc.errors import ClsvcError
 from clsvc.vocoder import GriffinLim
@@ -47,6 +47,23 @@ def test_griffin_lim_round_trip():
     n = min(len(mel), len(mel2))
     assert np.abs(mel[:n] - mel2[:n]).mean() < 0.03
     assert mel_to_linear(mel, CFG).shape == (CFG.n_fft // 2 + 1, len(mel))
+
+
+def test_mel_to_linear_is_librosas_nonnegative_least_squares():
+    """The cached pseudo-inverse, clipped, gives what librosa's NNLS gives for these mels (it
+    starts there and stops there), real-like and noisy alike, in a fraction of the time."""
+    import librosa
+
+    wav = synth_utterance(120, 1.0, seed=3, seconds=1.0)
+    clean = wav_to_mel(wav, CFG)
+    noisy = np.clip(clean + 0.05 * np.random.default_rng(0).standard_normal(clean.shape), 0, 1)
+    for mel in (clean, noisy):
+        amp = norm_to_amp(mel.astype(np.float32), CFG).T
+        nnls = librosa.feature.inverse.mel_to_stft(amp, sr=CFG.sample_rate, n_fft=CFG.n_fft, power=1.0,
+                                                   fmin=CFG.fmin, fmax=CFG.fmax)
+        ours = mel_to_linear(mel, CFG)
+        assert ours.dtype == np.float32 and (ours >= 0).all()
+        assert np.abs(ours - nnls).max() <= 1e-5 * max(1.0, float(nnls.max()))
 
 
 def test_resample_and_downmix(tmp_path):

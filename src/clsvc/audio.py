@@ -281,14 +281,27 @@ def wav_to_mel(wav: np.ndarray, cfg: MelConfig) -> np.ndarray:
 def mel_to_linear(mel: np.ndarray, cfg: MelConfig) -> np.ndarray:
     """Normalised log-mel (frames, n_mels) -> non-negative STFT magnitude (n_fft//2+1, frames).
 
-    Uses librosa's non-negative least-squares inversion of the same filterbank.
+    The least-squares inverse of the same filterbank, clipped at zero: the pseudo-inverse is
+    computed once per mel definition. This is what librosa's non-negative least squares
+    (``librosa.feature.inverse.mel_to_stft``, used before) returns for these mels: its
+    L-BFGS-B starts from this very point and stops there (largest difference 4e-6 on magnitudes
+    up to 144, real and noisy mels), after about 1.2 s of CPU per 10 s of audio, most of what
+    Griffin-Lim cost; this takes milliseconds.
     """
+    amp = norm_to_amp(mel, cfg).T  # (n_mels, frames)
+    inverse = _mel_pinv(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
+    return np.maximum(inverse @ amp, 0.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_pinv(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Pseudo-inverse of the mel filterbank, (n_fft//2 + 1, n_mels) float32; read-only (cached)."""
     import librosa
 
-    amp = norm_to_amp(mel, cfg).T  # (n_mels, frames)
-    return librosa.feature.inverse.mel_to_stft(
-        amp, sr=cfg.sample_rate, n_fft=cfg.n_fft, power=1.0, fmin=cfg.fmin, fmax=cfg.fmax
-    )
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    inverse = np.linalg.pinv(basis).astype(np.float32)
+    inverse.setflags(write=False)
+    return inverse
 
 
 def trim_silence(wav: np.ndarray, top_db: float, cfg: MelConfig) -> np.ndarray:
