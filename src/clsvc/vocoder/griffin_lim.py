@@ -13,7 +13,8 @@ class GriffinLim:
 
     The mel is inverted to a linear magnitude by the least-squares inverse of the same filter
     bank, clipped at zero (:func:`clsvc.audio.mel_to_linear`), then ``cfg.griffin_lim_iters``
-    iterations of fast Griffin-Lim (momentum 0.99) estimate the phase with the same STFT settings. Deterministic: the initial phase is seeded.
+    iterations of fast Griffin-Lim (momentum 0.99) estimate the phase with the same STFT settings.
+    Deterministic: the initial phase is seeded.
     """
 
     def __init__(self, cfg: MelConfig, n_iter: int | None = None, seed: int = 0):
