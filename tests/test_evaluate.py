@@ -371,6 +371,30 @@ def test_evaluate_errors(eval_data, cli, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_evaluate_compares_the_mel_definition_not_griffin_lims_iterations(eval_data, cli, tmp_path):
+    """Features differing from the model only in the Griffin-Lim iteration count (it shapes no
+    feature) are evaluated; a different mel definition is one error naming the field."""
+    from clsvc.data.manifest import FEATURES_INFO
+
+    feats, ckpt = eval_data
+    for field, value, refused in (("griffin_lim_iters", 7, False), ("fmin", 60.0, True)):
+        copy = tmp_path / f"feats-{field}"
+        shutil.copytree(feats, copy)
+        info = json.loads((copy / FEATURES_INFO).read_text())
+        info["mel"][field] = value
+        (copy / FEATURES_INFO).write_text(json.dumps(info))
+        out = tmp_path / f"ev-{field}"
+        code, _, stderr = cli("evaluate", "--data", copy, "--checkpoint", ckpt, "--out", out, "--seen-pairs", "1",
+                              "--unseen-pairs", "0", "--any2many-pairs", "0", "--refs", "1", "--no-quality",
+                              "--no-pitch", "--no-asr", "--no-mcd", "--no-probes", "--no-tsne", "--no-bounds",
+                              "--quiet")
+        if refused:
+            assert code == 2 and "mel.fmin" in stderr and "preprocess" in stderr, stderr
+            assert not out.exists()
+        else:
+            assert code == 0, stderr
+
+
 SYSTEMS = {
     "autovc": ["model.system=autovc", "autovc.bottleneck_dim=8", "autovc.downsample=8"],
     "vqvc": ["model.system=vqvc", "vqvc.channels=32", "vqvc.code_dim=8", "vqvc.codebook_size=16"],

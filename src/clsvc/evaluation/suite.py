@@ -82,9 +82,10 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         from ..inference import load
 
         vc = load(checkpoint, device=device, vocoder=vocoder)
-        if vc.mel_cfg != feats_mel:
-            raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint}; "
-                             "preprocess the corpus with the checkpoint's config")
+        diff = vc.mel_cfg.differences(feats_mel)  # Griffin-Lim's iteration count shapes no feature
+        if diff:
+            raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint} "
+                             f"(differs in {', '.join(diff)}); preprocess the corpus with the checkpoint's config")
         if not vc.one_shot:
             cfg = replace(cfg, seen_target="table")
         protocol = build_protocol(entries, cfg, vc.speakers if cfg.seen_target == "table" else None)
