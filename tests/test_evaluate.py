@@ -455,6 +455,60 @@ def test_bounds_cache_reuses_the_bound_scores(eval_data, tmp_path, monkeypatch):
     assert "target_gl" in calls
 
 
+
+def test_reference_cache_keeps_centroids_and_pitch_levels_until_a_recording_changes(eval_data, tmp_path,
+                                                                                    monkeypatch):
+    import os
+
+    from clsvc.data import read_manifest
+    from clsvc.evaluation import pitch, scoring
+    from clsvc.evaluation.refcache import FILE_NAME
+    from clsvc.evaluation.suite import EvalConfig, evaluate
+
+    feats = tmp_path / "feats"
+    shutil.copytree(eval_data[0], feats, ignore=shutil.ignore_patterns(FILE_NAME))
+    ckpt = eval_data[1]
+    cfg = EvalConfig(seen_pairs=2, unseen_pairs=2, refs=2, asr=False, mcd=False, probes=False, tsne=False,
+                     samples=0, quality=False, pitch=True)
+    embedded, tracked = [], []
+    real_embedding, real_level = scoring.AudioCache.embedding, pitch.pitch_level
+    monkeypatch.setattr(scoring.AudioCache, "embedding",
+                        lambda self, e: (embedded.append(e.source), real_embedding(self, e))[1])
+    monkeypatch.setattr(pitch, "pitch_level", lambda *a, **k: (tracked.append(1), real_level(*a, **k))[1])
+
+    first = evaluate(tmp_path / "a", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert (feats / FILE_NAME).is_file() and embedded and tracked
+    scored = sorted(set(embedded))
+    embedded.clear()
+    tracked.clear()
+    second = evaluate(tmp_path / "b", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert not embedded and not tracked  # every centroid and pitch level came from the cache
+    assert json.dumps(second["summary"], sort_keys=True) == json.dumps(first["summary"], sort_keys=True)  # NaN too
+
+    # A recording that changes is scored again (only the speakers it belongs to).
+    changed = scored[0]
+    speaker = next(e.speaker for e in read_manifest(feats) if e.source == changed)
+    st = os.stat(changed)
+    os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    evaluate(tmp_path / "c", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert changed in embedded
+    assert {e.speaker for e in read_manifest(feats) if e.source in embedded} == {speaker}
+
+    # --no-reference-cache: neither read nor written.
+    embedded.clear()
+    (feats / FILE_NAME).unlink()
+    evaluate(tmp_path / "d", feats, checkpoint=ckpt, cfg=cfg, progress=False, reference_cache=False)
+    assert embedded and not (feats / FILE_NAME).exists()
+
+    # An unreadable cache is ignored and replaced.
+    (feats / FILE_NAME).write_bytes(b"not a zip")
+    embedded.clear()
+    evaluate(tmp_path / "e", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert embedded
+    embedded.clear()
+    evaluate(tmp_path / "f", feats, checkpoint=ckpt, cfg=cfg, progress=False)
+    assert not embedded
+
 # ----------------------------------------------------------------------------- quality and F0 columns
 
 QUALITY_KEYS = {"dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}

@@ -297,6 +297,24 @@ def test_cli_export_fp16_and_card(models, tmp_path, capsys):
     assert load_checkpoint(plain)["dtype"] == "float16" and not plain.with_suffix(".json").exists()
 
 
+def test_export_stores_griffin_lims_iterations_and_nothing_else_of_the_mel(models, tmp_path, capsys):
+    from clsvc.config import MelConfig
+
+    src = load_checkpoint(models["vc"])["config"]["mel"]
+    card = tmp_path / "card.yaml"
+    card.write_text(json.dumps(CARD))
+    for args, out in ((["--griffin-lim-iters", "7"], tmp_path / "plain.pt"),
+                      (["--fp16", "--card", str(card), "--griffin-lim-iters", "7"], tmp_path / "shipped.pt")):
+        assert main(["export", str(models["vc"]), str(out), *args]) == 0
+        mel = load_checkpoint(out)["config"]["mel"]
+        assert mel["griffin_lim_iters"] == 7
+        assert MelConfig(**mel).differences(MelConfig(**src)) == []  # the same features
+        assert clsvc.load(str(out)).vocoder.n_iter == 7
+    assert load_checkpoint(models["vc"])["config"]["mel"] == src  # the training file is untouched
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "zero.pt", "--griffin-lim-iters", "0"])
+    assert "--griffin-lim-iters" in err and not (tmp_path / "zero.pt").exists()
+
+
 def test_ship_checks_the_card_before_writing(models, tmp_path):
     with pytest.raises(ClsvcError, match="not in the speaker table"):
         pretrained.ship(models["vc"], tmp_path / "a.pt", dict(CARD, speakers=["zz"]))

@@ -24,6 +24,7 @@ float32). The speaker table stays float32 (a few numbers per speaker).
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import math
@@ -314,17 +315,26 @@ def _to_dtype(state: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str)
     return out
 
 
-def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float32,
+                 griffin_lim_iters: int | None = None) -> Path:
     """Write the inference-only file of ``checkpoint`` to ``out`` (see the module docstring),
-    its floating-point weights stored as ``dtype`` (float32, or float16: half the size)."""
+    its floating-point weights stored as ``dtype`` (float32, or float16: half the size).
+    ``griffin_lim_iters``: store this many Griffin-Lim iterations in the file's mel config (what
+    a converter of the file uses without a neural vocoder; it shapes no feature), instead of the
+    training run's."""
     names = {v: k for k, v in STORED_DTYPES.items()}
     if dtype not in names:
         raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype}")
+    if griffin_lim_iters is not None and griffin_lim_iters < 1:
+        raise ClsvcError(f"--griffin-lim-iters must be at least 1, not {griffin_lim_iters}")
     ckpt = load_checkpoint(checkpoint)
     model, _ = model_from_checkpoint(ckpt, str(checkpoint))
+    config = copy.deepcopy(ckpt["config"])
+    if griffin_lim_iters is not None:
+        config.setdefault("mel", {})["griffin_lim_iters"] = int(griffin_lim_iters)
     payload = {
         "kind": INFERENCE,
-        "config": ckpt["config"],
+        "config": config,
         "speakers": list(ckpt.get("speakers", [])),
         "speaker_table": ckpt.get("speaker_table"),
         "model": _to_dtype(model.inference_state_dict(), dtype, str(checkpoint)),

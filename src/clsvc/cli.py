@@ -316,12 +316,14 @@ def cmd_export(a: argparse.Namespace) -> None:
             raise ClsvcError(f"{card_path}: card not found; give a YAML or JSON file with description, data, "
                              "training and bench")
         _writable_output(out.with_suffix(".json"), a.force, flag="OUT")
-        pt, js = ship(a.checkpoint, out, read_yaml(card_path, "card"), force=a.force)
+        pt, js = ship(a.checkpoint, out, read_yaml(card_path, "card"), force=a.force,
+                      griffin_lim_iters=a.griffin_lim_iters)
         print(f"wrote {pt} ({pt.stat().st_size / 2**20:.1f} MB, float16) and its card {js}; copy both into "
               "clsvc/pretrained/ to ship the model by name")
         return
     with atomic_path(out, suffix=".tmp.pt", exclusive=not a.force) as tmp:
-        export_model(a.checkpoint, tmp, dtype=dtype)  # save_checkpoint writes straight into this block's temp
+        # save_checkpoint writes straight into this block's temp
+        export_model(a.checkpoint, tmp, dtype=dtype, griffin_lim_iters=a.griffin_lim_iters)
     half = ", float16 weights" if a.fp16 else ""
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB{half}): weights, config and speakers for inference")
 
@@ -348,7 +350,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         raise ClsvcError("pass --out DIR (the report folder)")
     device = str(_device(a.device))
     metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=device,
-                       vocoder=a.vocoder,
+                       vocoder=a.vocoder, reference_cache=not a.no_reference_cache,
                        force=a.force, progress=not a.quiet, title=a.title)
     for group, kinds in metrics["summary"].items():
         if "/" in group or "converted" not in kinds:
@@ -530,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --fp16: also write OUT's card (OUT with .json), making OUT.pt + OUT.json a model "
                         "to ship in clsvc/pretrained/; FILE (YAML or JSON) gives description, data, training, "
                         "bench and speakers; kind, steps and the weights' SHA-256 are filled in")
+    s.add_argument("--griffin-lim-iters", type=int, metavar="N",
+                   help="store N Griffin-Lim iterations with the model (what converting with it uses when no "
+                        "neural vocoder is given; shapes no feature) instead of the training run's")
     s.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     s.set_defaults(func=cmd_export)
 
@@ -546,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="replace an existing report folder")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
+    s.add_argument("--no-reference-cache", action="store_true",
+                   help="neither read nor write DATA/eval-cache.npz (the speakers' Resemblyzer centroids and "
+                        "pitch levels, which depend only on the recordings, kept between evaluations)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("experiment", help="train and evaluate several systems, write the comparison")

@@ -35,6 +35,7 @@ from .protocol import Pair, Protocol
 
 if TYPE_CHECKING:
     from ..models import VCSystem
+    from .refcache import ReferenceCache
 
 #: The columns every score row starts with.
 ROW_FIELDS = ("pair", "condition", "gender_group", "kind", "source", "target", "parallel")
@@ -120,13 +121,19 @@ class ScoringContext:
 
     @classmethod
     def build(cls, protocol: Protocol, cfg: EvalConfig, mel_cfg: MelConfig, audio: AudioCache,
-              progress: bool = True) -> ScoringContext:
+              progress: bool = True, cache: ReferenceCache | None = None) -> ScoringContext:
         """Centroids of every speaker the pairs and their pools need, the identification pools
         (the protocol's, else the pairs' speakers) and the reference texts (the transcript, else
-        the ASR of the real source, computed once). Checks the ASR tools when ``cfg.asr``."""
+        the ASR of the real source, computed once). Checks the ASR tools when ``cfg.asr``.
+        ``cache``: centroids and pitch levels kept from earlier evaluations (read, then saved
+        with what this one added)."""
         from tqdm import tqdm
 
+        from .refcache import ReferenceCache
         from .similarity import centroid
+
+        cache = cache or ReferenceCache(None)
+        sr = mel_cfg.sample_rate
 
         check_scorers(cfg)
         pairs = protocol.pairs
@@ -135,11 +142,22 @@ class ScoringContext:
         centroids, levels = {}, {}
         for s in tqdm(speakers, desc="centroids", unit="spk", disable=not progress):
             utts = protocol.centroid.get(s) or protocol.test.get(s, [])
-            centroids[s] = centroid([audio.embedding(e) for e in utts])
+            key = cache.key("centroid", utts, sr)
+            kept = cache.get(key)
+            if kept is None:
+                kept = centroid([audio.embedding(e) for e in utts])
+                cache.put(key, kept)
+            centroids[s] = kept
             if cfg.pitch:
                 from .pitch import pitch_level
 
-                levels[s] = pitch_level([audio.wav(e) for e in utts], mel_cfg.sample_rate)
+                key = cache.key("pitch-level-harvest", utts, sr)
+                stored = cache.get(key)
+                if stored is None:
+                    stored = np.asarray(pitch_level([audio.wav(e) for e in utts], sr), dtype=np.float64)
+                    cache.put(key, stored)
+                levels[s] = float(stored)
+        cache.save()
         # Pools of the protocol's conditions (seen and unseen always, any2many when asked for)
         # and of any other condition a pair list brings.
         conds = [c for c in CONDITIONS if c in protocol.pools or any(p.condition == c for p in pairs)]

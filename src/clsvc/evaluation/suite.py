@@ -39,6 +39,8 @@ from . import report
 from .metrics import CONDITIONS, METRICS, Row, summarize
 from .probes import NO_CONTENT
 from .protocol import Pair, Protocol, build_protocol, read_pairs, write_pairs
+from .refcache import FILE_NAME as REFERENCE_CACHE
+from .refcache import ReferenceCache
 from .scoring import AudioCache, ScoringContext, check_scorers, new_row, probe_speakers, speaker_code_tsne, write_scores
 from .scoring import score_kind as _score_kind  # looked up here per call: tests count the scored kinds
 
@@ -51,7 +53,8 @@ __all__ = ["EvalConfig", "build_protocol", "eval_config", "evaluate", "read_pair
 def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = None,
              pairs_csv: str | Path | None = None, cfg: EvalConfig | None = None, device: str = "cpu",
              force: bool = False, progress: bool = True, title: str | None = None,
-             bounds_cache: str | Path | None = None, vocoder: str = DEFAULT_VOCODER) -> dict[str, Any]:
+             bounds_cache: str | Path | None = None, vocoder: str = DEFAULT_VOCODER,
+             reference_cache: bool = True) -> dict[str, Any]:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
@@ -60,7 +63,9 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
 
     ``bounds_cache``: a JSON file keeping the scores of the two bounds, which depend only on
     the protocol and not on the system: evaluations of several systems on the same pairs
-    (``clsvc experiment``) then score the bounds once.
+    (``clsvc experiment``) then score the bounds once. ``reference_cache``: keep the speakers'
+    centroids and pitch levels, which depend only on the real recordings, in ``data``'s
+    :data:`~.refcache.FILE_NAME` (:mod:`.refcache`), so the next evaluation of the corpus skips them.
     """
     cfg = cfg or EvalConfig()
     if cfg.seen_target not in ("table", "refs"):
@@ -111,7 +116,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
         (tmp / "plots").mkdir()
         (tmp / "samples").mkdir()
         metrics = _run(protocol, vc, cfg, data, mel_cfg, entries, tmp, progress, bounds_cache,
-                       meta={"checkpoint": str(checkpoint) if checkpoint else None,
+                       reference_cache=reference_cache, meta={"checkpoint": str(checkpoint) if checkpoint else None,
                              "pairs_csv": str(pairs_csv) if pairs_csv else None,
                              "data": str(data), "title": title, "vocoder": str(vocoder)},
                        vocoder=vocoder, device=device)
@@ -177,7 +182,8 @@ def _convert(vc: Converter, pair: Pair, src_mel: np.ndarray, audio: AudioCache) 
 
 def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, mel_cfg: MelConfig,
          entries: list[Entry], out: Path, progress: bool, bounds_cache: str | Path | None,
-         meta: dict[str, Any], vocoder: str = DEFAULT_VOCODER, device: str = "cpu") -> dict[str, Any]:
+         meta: dict[str, Any], vocoder: str = DEFAULT_VOCODER, device: str = "cpu",
+         reference_cache: bool = True) -> dict[str, Any]:
     """Convert and score every pair, then write the report files into the folder ``out``."""
     from tqdm import tqdm
 
@@ -189,7 +195,8 @@ def _run(protocol: Protocol, vc: Converter | None, cfg: EvalConfig, data: Path, 
     vocode = vc.vocode if vc is not None else get_vocoder(vocoder, mel_cfg, device)
     sr = mel_cfg.sample_rate
     pairs = protocol.pairs
-    ctx = ScoringContext.build(protocol, cfg, mel_cfg, audio, progress)
+    refs = ReferenceCache(data / REFERENCE_CACHE if reference_cache else None)
+    ctx = ScoringContext.build(protocol, cfg, mel_cfg, audio, progress, cache=refs)
     bounds = _BoundsCache(bounds_cache, cfg, data, mel_cfg, ctx.pools, vocoder)
     rows: list[Row] = []
     kept: dict[str, int] = {}
