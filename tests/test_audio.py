@@ -290,3 +290,26 @@ def test_embed_wav_never_returns_nan():
     bad[10] = np.nan
     with pytest.raises(ClsvcError, match="the given waveform: .*NaN"):
         embed_wav(bad)
+
+
+def test_compensate_variance_spreads_each_band_as_the_reconstruction_flattens_it():
+    from clsvc.audio import compensate_variance
+
+    rng = np.random.default_rng(0)
+    src = (0.5 + 0.05 * rng.standard_normal((400, 80))).astype(np.float32)
+    recon = 0.5 + (src - 0.5) * 0.5          # the model halves every band's spread ...
+    recon[:, :10] = src[:, :10]              # ... but these bands' (ratio 1: left alone)
+    recon[:, 10:20] = 0.5 + (src[:, 10:20] - 0.5) * 0.1  # ten times flatter: capped at 3
+    recon[:, 20:30] = 0.5 + (src[:, 20:30] - 0.5) * 2.0  # spread more than the source: never flattened
+    conv = (0.4 + (src[::-1] - 0.5) * 0.5).astype(np.float32)
+    out = compensate_variance(conv, src, recon, 3.0)
+    ratio = out.std(0) / conv.std(0)
+    np.testing.assert_allclose(ratio[:10], 1.0, rtol=1e-3)
+    np.testing.assert_allclose(ratio[10:20], 3.0, rtol=1e-3)
+    np.testing.assert_allclose(ratio[20:30], 1.0, rtol=1e-3)
+    np.testing.assert_allclose(ratio[30:], 2.0, rtol=1e-3)
+    np.testing.assert_allclose(out.mean(0), conv.mean(0), atol=1e-5)  # each band's level is kept
+    assert out.dtype == np.float32 and out.shape == conv.shape
+    assert compensate_variance(conv, src, recon, 1.0) is conv  # off
+    loud = compensate_variance(np.clip(conv + 0.55, 0, 1), src, recon, 3.0)
+    assert loud.min() >= 0.0 and loud.max() <= 1.0  # stays a valid normalised mel

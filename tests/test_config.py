@@ -118,7 +118,7 @@ def test_unknown_key_names_dotted_key_and_valid_keys():
     msg = _one_line_error(["model.b=1", "model.a=1"], "model.a, model.b: unknown keys")
     from clsvc.config import config_from_dict
 
-    with pytest.raises(ClsvcError, match=r"^here: colour: unknown key; valid keys are autovc, loss, mel, ") as e:
+    with pytest.raises(ClsvcError, match=r"^here: colour: unknown key; valid keys are autovc, convert, loss, mel, ") as e:
         config_from_dict({"colour": "red"}, "here")
     assert "\n" not in str(e.value)
 

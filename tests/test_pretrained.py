@@ -393,3 +393,32 @@ def test_half_pairs_and_bad_cards_are_one_line(copy_of):
     with pytest.raises(ClsvcError) as e:
         pretrained.card(VC)
     assert "kind" in _one_line(e)
+
+
+def test_global_variance_compensation_of_conversions(models, wavs, tmp_path):
+    from clsvc.audio import compensate_variance
+
+    off = clsvc.load(str(models["vc"]))
+    on = clsvc.load(str(models["vc"]), gv_max=2.0)
+    assert off.gv_max == 0.0 and on.gv_max == 2.0
+    ref = on.reference(str(wavs["src"]))
+    spk = on.embed(str(wavs["ref"]))
+    plain = off.convert_mel(ref, spk)
+    expected = compensate_variance(plain, ref.mel, off.convert_mel(ref, off.voice([ref])), 2.0)
+    assert not np.allclose(expected, plain)
+    np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
+
+    # Kept with an exported model (and overridable per load); the training file is untouched.
+    out = tmp_path / "gv.pt"
+    assert main(["export", str(models["vc"]), str(out), "--gv-max", "2"]) == 0
+    assert clsvc.load(str(out)).gv_max == 2.0 and clsvc.load(str(out), gv_max=0).gv_max == 0.0
+    assert load_checkpoint(models["vc"])["config"].get("convert", {}).get("gv_max", 0.0) == 0.0
+    for gv in ("0", "3"):
+        wav = tmp_path / f"out{gv}.wav"
+        assert main(["convert", "--checkpoint", str(out), "--source", str(wavs["src"]), "--target",
+                     str(wavs["ref"]), "--out", str(wav), "--gv-max", gv]) == 0
+    assert not np.allclose(sf.read(tmp_path / "out0.wav")[0], sf.read(tmp_path / "out3.wav")[0])
+    with pytest.raises(ClsvcError, match="gv_max"):
+        clsvc.load(str(models["vc"]), gv_max=-1.0)
+    with pytest.raises(ClsvcError, match="convert.gv_max"):
+        load_config("cpu", TINY + ["convert.gv_max=-1"])

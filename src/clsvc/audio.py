@@ -304,6 +304,26 @@ def _mel_pinv(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: floa
     return inverse
 
 
+def compensate_variance(converted: np.ndarray, source: np.ndarray, reconstruction: np.ndarray,
+                        max_ratio: float) -> np.ndarray:
+    """Global-variance compensation of a converted mel (Toda et al. 2007's remedy for
+    over-smoothing), calibrated on the model's own reconstruction of the source.
+
+    All three are normalised log-mels (frames, n_mels) in [0, 1] of the same source utterance:
+    ``converted`` its conversion, ``source`` the mel itself, ``reconstruction`` the model's output
+    for the source in its own voice. Per band, the ratio of the source's standard deviation over
+    time to the reconstruction's says how much the decoder flattens that band; each band of
+    ``converted`` is spread about its mean by that ratio, clipped to [1, ``max_ratio``] (never
+    flattened further, never sharpened more than ``max_ratio``; 1 or less = unchanged), then
+    clipped to [0, 1]. Returns float32 (frames, n_mels).
+    """
+    if max_ratio <= 1.0:
+        return converted
+    ratio = np.clip(source.std(0) / np.maximum(reconstruction.std(0), 1e-4), 1.0, max_ratio)
+    mean = converted.mean(0, keepdims=True)
+    return np.clip(mean + (converted - mean) * ratio, 0.0, 1.0).astype(np.float32)
+
+
 def trim_silence(wav: np.ndarray, top_db: float, cfg: MelConfig) -> np.ndarray:
     """Cut leading/trailing parts quieter than ``top_db`` below the peak (keeps the middle)."""
     import librosa

@@ -316,12 +316,13 @@ def _to_dtype(state: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str)
 
 
 def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float32,
-                 griffin_lim_iters: int | None = None) -> Path:
+                 griffin_lim_iters: int | None = None, gv_max: float | None = None) -> Path:
     """Write the inference-only file of ``checkpoint`` to ``out`` (see the module docstring),
     its floating-point weights stored as ``dtype`` (float32, or float16: half the size).
     ``griffin_lim_iters``: store this many Griffin-Lim iterations in the file's mel config (what
     a converter of the file uses without a neural vocoder; it shapes no feature), instead of the
-    training run's."""
+    training run's. ``gv_max``: store this global-variance compensation (``convert.gv_max``,
+    :class:`~clsvc.config.ConvertConfig`) instead of the run's."""
     names = {v: k for k, v in STORED_DTYPES.items()}
     if dtype not in names:
         raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype}")
@@ -332,6 +333,10 @@ def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = t
     config = copy.deepcopy(ckpt["config"])
     if griffin_lim_iters is not None:
         config.setdefault("mel", {})["griffin_lim_iters"] = int(griffin_lim_iters)
+    if gv_max is not None:
+        if not (math.isfinite(gv_max) and gv_max >= 0):
+            raise ClsvcError(f"--gv-max must be a finite number >= 0 (0 = off), not {gv_max}")
+        config.setdefault("convert", {})["gv_max"] = float(gv_max)
     payload = {
         "kind": INFERENCE,
         "config": config,

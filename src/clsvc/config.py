@@ -289,6 +289,24 @@ class VocoderConfig:
 
 
 @dataclass
+class ConvertConfig:
+    """How a model's conversions are finished: settings that shape no feature and no weight, kept
+    with the model (``clsvc export --gv-max``) so that a shipped model converts as it was measured,
+    and overridable per call (``clsvc convert --gv-max``, ``clsvc.load(..., gv_max=)``).
+
+    ``gv_max``: global-variance compensation (Toda et al. 2007's remedy for over-smoothed
+    statistical VC; :func:`clsvc.audio.compensate_variance`). A decoder trained with an L1/L2 loss
+    flattens each mel band's movement over time, which sounds muffled; the model's reconstruction
+    of the source (its own voice) shows by how much, band by band, against the source itself, and
+    the conversion's bands are spread by the same ratios, at most ``gv_max`` times. 0 (or anything
+    up to 1) = off. Needs a system that can make the source's own voice from its audio (one-shot
+    systems).
+    """
+
+    gv_max: float = 0.0
+
+
+@dataclass
 class OptimConfig:
     """Adam settings (the paper: betas 0.9/0.98) and the adversary's rate multiplier."""
     lr: float = 1e-4
@@ -383,6 +401,7 @@ class Config:
     vae: VAEConfig = field(default_factory=VAEConfig)
     stargan: StarGANConfig = field(default_factory=StarGANConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain builtins (YAML- and checkpoint-safe)."""
@@ -720,7 +739,7 @@ _NON_NEGATIVE = (
     "loss.convert_cls",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
-    "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes",
+    "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes", "convert.gv_max",
 )
 _POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "vocoder.max_magnitude",
              "vocoder.disc_lr_scale", "optim.lr")

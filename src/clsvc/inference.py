@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import check_waveform, load_wav, wav_to_mel
+from .audio import check_waveform, compensate_variance, load_wav, wav_to_mel
 from .checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
 from .config import Config
 from .devices import pick_device
@@ -42,11 +42,14 @@ class Converter:
     cross-faded over ``overlap_frames`` in the mel domain and vocoded as one, so there are no
     seams). ``checkpoint`` names the file (or shipped model) the model came from (for messages
     and reports). ``vocoder``: ``griffin-lim``, a vocoder file or a shipped vocoder's name.
+    ``gv_max``: global-variance compensation of conversions (see
+    :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``).
     """
 
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
                  device: str | torch.device = "cpu", vocoder: str | Path = DEFAULT_VOCODER,
-                 chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model"):
+                 chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model",
+                 gv_max: float | None = None):
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
         self.cfg = cfg
@@ -57,6 +60,10 @@ class Converter:
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
         self.checkpoint = checkpoint
+        #: Global-variance compensation of conversions (``cfg.convert.gv_max`` unless given).
+        self.gv_max = float(cfg.convert.gv_max if gv_max is None else gv_max)
+        if not (np.isfinite(self.gv_max) and self.gv_max >= 0):
+            raise ClsvcError(f"gv_max must be a finite number >= 0 (0 = off), not {gv_max}")
         self.step = 0
         # Where the weights came from (set by from_checkpoint): the name given, the file, the
         # system, its training step and the weights' SHA-256, for reports that must say which model.
@@ -174,8 +181,24 @@ class Converter:
         The system's condition on the source (:meth:`~clsvc.models.VCSystem.source_condition`)
         is made once from the whole utterance; a frame-level one (T, c) is cut with the mel's
         chunks, an utterance-level one goes whole to every chunk. A Reference's waveform must be
-        the audio its mel was made from (frame t of both at sample t * hop)."""
+        the audio its mel was made from (frame t of both at sample t * hop).
+
+        With :attr:`gv_max` above 1 the conversion's bands are spread as the model flattens them
+        (:func:`clsvc.audio.compensate_variance`, measured on its reconstruction of the source in
+        the source's own voice: a second decoding); not for systems that cannot make the source's
+        voice (VAE-VC, StarGAN-VC2) or a mel-only source of a system that needs its audio."""
         ref = source if isinstance(source, Reference) else Reference(np.asarray(source))
+        out = self._decode(ref, speaker)
+        if self.gv_max > 1.0 and self.one_shot:
+            try:
+                own = self.voice([ref])
+            except ClsvcError:  # the voice part needs the audio and only a mel was given
+                return out
+            out = compensate_variance(out, ref.mel, self._decode(ref, own), self.gv_max)
+        return out
+
+    def _decode(self, ref: Reference, speaker: np.ndarray) -> np.ndarray:
+        """The model's conversion of ``ref`` into ``speaker`` (frames, n_mels), chunk by chunk."""
         mel = ref.mel
         spk = torch.from_numpy(np.asarray(speaker, dtype=np.float32)).to(self.device)
         src = self.model.source_condition(ref)
