@@ -80,14 +80,15 @@ def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup
     return rows
 
 
-def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int) -> dict:
-    """RTF of wav -> wav conversion of 10 s of speech."""
+def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int, gv_max: float | None = None) -> dict:
+    """RTF of wav -> wav conversion of 10 s of speech (``gv_max``: the converter's global-variance
+    compensation; None = the model's)."""
     import soundfile as sf
 
     import clsvc
     from clsvc.audio import load_wav, save_wav
 
-    conv = clsvc.load(checkpoint, vocoder=vocoder)
+    conv = clsvc.load(checkpoint, vocoder=vocoder, gv_max=gv_max)
     sr = conv.cfg.mel.sample_rate
     if wav is None:
         from importlib import resources
@@ -114,8 +115,8 @@ def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int) 
                 times.append(time.perf_counter() - t0)
         n = len(sf.read(out)[0]) / sr
     med = statistics.median(times)
-    return {"checkpoint": checkpoint, "vocoder": vocoder, "source": Path(src).name, "audio_s": n,
-            "s": med, "rtf": med / 10.0, "repeats": repeats}
+    return {"checkpoint": checkpoint, "vocoder": vocoder, "gv_max": conv.gv_max, "source": Path(src).name,
+            "audio_s": n, "s": med, "rtf": med / 10.0, "repeats": repeats}
 
 
 def main() -> None:
@@ -130,6 +131,8 @@ def main() -> None:
     ap.add_argument("--vocoder", action="append", default=[], help="vocoders (default griffin-lim)")
     ap.add_argument("--wav", help="source speech (default: a shipped demo clip), looped to 10 s")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gv-max", type=float,
+                    help="global-variance compensation of the conversions (default: the model's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--beside", default="", help="what ran beside the measurement (recorded)")
     ap.add_argument("--out", required=True)
@@ -147,12 +150,14 @@ def main() -> None:
         lines += [f"| {r['config']} | {r['system']} | {r['weights'] / 1e6:.2f}M | {r['s_per_step']:.3f} | "
                   f"{r['min']:.3f}–{r['max']:.3f} | {r['ratio']:.2f} |" for r in rows]
         lines.append("")
-    conv_rows = [convert_speed(c, v, a.wav, a.repeats) for c in a.convert for v in (a.vocoder or ["griffin-lim"])]
+    conv_rows = [convert_speed(c, v, a.wav, a.repeats, a.gv_max) for c in a.convert
+                 for v in (a.vocoder or ["griffin-lim"])]
     if conv_rows:
         result["convert"] = conv_rows
         lines += ["wav -> wav conversion of 10 s (read, mel, convert, vocode, write):", "",
-                  "| checkpoint | vocoder | s | RTF |", "|---|---|---|---|"]
-        lines += [f"| {r['checkpoint']} | {r['vocoder']} | {r['s']:.3f} | {r['rtf']:.4f} |" for r in conv_rows]
+                  "| checkpoint | vocoder | gv_max | s | RTF |", "|---|---|---|---|---|"]
+        lines += [f"| {r['checkpoint']} | {r['vocoder']} | {r['gv_max']:g} | {r['s']:.3f} | {r['rtf']:.4f} |"
+                  for r in conv_rows]
     write_result(Path(a.out), result, lines)
 
 
