@@ -395,7 +395,7 @@ def test_half_pairs_and_bad_cards_are_one_line(copy_of):
     assert "kind" in _one_line(e)
 
 
-def test_global_variance_compensation_of_conversions(models, wavs, tmp_path):
+def test_global_variance_compensation_of_conversions(models, wavs, tmp_path, capsys):
     from clsvc.audio import compensate_variance
 
     off = clsvc.load(str(models["vc"]))
@@ -412,6 +412,8 @@ def test_global_variance_compensation_of_conversions(models, wavs, tmp_path):
     out = tmp_path / "gv.pt"
     assert main(["export", str(models["vc"]), str(out), "--gv-max", "2"]) == 0
     assert clsvc.load(str(out)).gv_max == 2.0 and clsvc.load(str(out), gv_max=0).gv_max == 0.0
+    assert main(["info", str(out)]) == 0
+    assert "convert:\n  gv_max: 2.0" in capsys.readouterr().out
     assert load_checkpoint(models["vc"])["config"].get("convert", {}).get("gv_max", 0.0) == 0.0
     for gv in ("0", "3"):
         wav = tmp_path / f"out{gv}.wav"

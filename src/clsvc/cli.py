@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import EvalConfig, add_dataclass_arguments, dataclass_from_namespace
+from .config import EvalConfig, add_dataclass_arguments, config_from_dict, dataclass_from_namespace
 from .errors import ClsvcError
 from .files import atomic_path
 from .pretrained import DEFAULT_VOCODER
@@ -279,7 +279,11 @@ def cmd_info(a: argparse.Namespace) -> None:
     n = sum(v.numel() for v in ckpt["model"].values())
     print(f"weights: {n:,} values stored as {ckpt.get('dtype', 'float32')}")
     print(f"{len(spk)} training speakers: {', '.join(spk[:20])}{' ...' if len(spk) > 20 else ''}")
-    print(yaml.safe_dump(ckpt["config"], sort_keys=False).rstrip())
+    try:  # the config as the model runs it: settings newer than the file at their defaults (convert.gv_max)
+        shown = config_from_dict(ckpt["config"], str(path)).to_dict()
+    except ClsvcError:
+        shown = ckpt["config"]
+    print(yaml.safe_dump(shown, sort_keys=False).rstrip())
 
 
 def cmd_models(a: argparse.Namespace) -> None:

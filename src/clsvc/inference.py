@@ -188,20 +188,21 @@ class Converter:
         the source's own voice: a second decoding); not for systems that cannot make the source's
         voice (VAE-VC, StarGAN-VC2) or a mel-only source of a system that needs its audio."""
         ref = source if isinstance(source, Reference) else Reference(np.asarray(source))
-        out = self._decode(ref, speaker)
+        src = self.model.source_condition(ref)  # once: both decodings share it (pitch tracking is slow)
+        out = self._decode(ref, speaker, src)
         if self.gv_max > 1.0 and self.one_shot:
             try:
                 own = self.voice([ref])
             except ClsvcError:  # the voice part needs the audio and only a mel was given
                 return out
-            out = compensate_variance(out, ref.mel, self._decode(ref, own), self.gv_max)
+            out = compensate_variance(out, ref.mel, self._decode(ref, own, src), self.gv_max)
         return out
 
-    def _decode(self, ref: Reference, speaker: np.ndarray) -> np.ndarray:
-        """The model's conversion of ``ref`` into ``speaker`` (frames, n_mels), chunk by chunk."""
+    def _decode(self, ref: Reference, speaker: np.ndarray, src: torch.Tensor | None) -> np.ndarray:
+        """The model's conversion of ``ref`` into ``speaker`` (frames, n_mels), chunk by chunk,
+        with the system's condition ``src`` on the source (:meth:`VCSystem.source_condition`)."""
         mel = ref.mel
         spk = torch.from_numpy(np.asarray(speaker, dtype=np.float32)).to(self.device)
-        src = self.model.source_condition(ref)
         if src is not None:
             src = src.to(self.device)
         if src is not None and src.dim() == 2 and src.shape[0] != len(mel):
