@@ -424,3 +424,5 @@ def test_global_variance_compensation_of_conversions(models, wavs, tmp_path, cap
         clsvc.load(str(models["vc"]), gv_max=-1.0)
     with pytest.raises(ClsvcError, match="convert.gv_max"):
         load_config("cpu", TINY + ["convert.gv_max=-1"])
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", "--gv-max", "-1"])
+    assert "convert.gv_max" in err and not (tmp_path / "neg.pt").exists()

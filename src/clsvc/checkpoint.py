@@ -334,9 +334,8 @@ def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = t
     if griffin_lim_iters is not None:
         config.setdefault("mel", {})["griffin_lim_iters"] = int(griffin_lim_iters)
     if gv_max is not None:
-        if not (math.isfinite(gv_max) and gv_max >= 0):
-            raise ClsvcError(f"--gv-max must be a finite number >= 0 (0 = off), not {gv_max}")
         config.setdefault("convert", {})["gv_max"] = float(gv_max)
+    config_from_dict(config, f"{checkpoint} with the export options")  # the config's own rules, before writing
     payload = {
         "kind": INFERENCE,
         "config": config,

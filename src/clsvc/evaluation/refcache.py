@@ -12,6 +12,7 @@ corpus) only costs the time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import sys
@@ -32,6 +33,7 @@ FILE_NAME = "eval-cache.npz"
 VERSION = 1
 
 
+@functools.cache
 def _resemblyzer_version() -> str:
     try:
         return metadata.version("resemblyzer")
