@@ -36,7 +36,7 @@ import torch
 
 from clsvc.config import load_config
 from clsvc.data.dataset import Batch
-from clsvc.models import build_system
+from clsvc.models import build_system, system_class
 from clsvc.training.state import TrainState, build_optimizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
@@ -62,12 +62,23 @@ def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup
     states = [_state(c, i) for i, c in enumerate(configs)]
     g = torch.Generator().manual_seed(0)
     mel = torch.rand(batch, frames, 80, generator=g)
-    b = Batch(mel, torch.full((batch,), frames), torch.randint(0, 100, (batch,), generator=g))
+    speaker = torch.randint(0, 100, (batch,), generator=g)
+    # What a system needs beyond the mels (its batch_inputs): random pitch features (z-scored
+    # log F0, voiced flag) or waveforms of the crops' length; the cost of a step does not
+    # depend on the values.
+    f0 = torch.cat([torch.randn(batch, frames, 1, generator=g), torch.ones(batch, frames, 1)], dim=-1)
     times: list[list[float]] = [[] for _ in configs]
+    batches = []
+    for st in states:
+        inputs = system_class(st.cfg.model.system).batch_inputs(st.cfg)
+        hop = st.cfg.mel.hop_length
+        wav = torch.rand(batch, frames * hop, generator=g) * 2 - 1 if "wav" in inputs else None
+        batches.append(Batch(mel, torch.full((batch,), frames), speaker, wav=wav,
+                             f0=f0 if "f0" in inputs else None))
     for r in range(warmup + rounds):
         for i, st in enumerate(states):
             t0 = time.perf_counter()
-            train_step(st, b, device)
+            train_step(st, batches[i], device)
             if r >= warmup:
                 times[i].append(time.perf_counter() - t0)
     base = statistics.median(times[0])

@@ -170,6 +170,22 @@ def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
     assert np.isfinite(conv.convert(wav, targets=[wav])).all()
 
 
+def test_training_starts_from_a_shipped_model_by_name(shipped, features, tmp_path, capsys):
+    """`clsvc train --init NAME` fine-tunes a shipped model (the classifiers, which an exported file
+    does not hold, start fresh); with train.freeze its encoder stays the shipped one."""
+    run = tmp_path / "ft"
+    assert main(["train", "--config", "cpu", "--data", str(features), "--out", str(run), "--quiet", "--init", VC,
+                 *TINY, "train.max_steps=2", "train.freeze=[encoder.]"]) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    source, _ = pretrained.load_checkpoint(VC)
+    assert ckpt["init"]["path"] == str((shipped / f"{VC}.pt").resolve())
+    assert ckpt["init"]["weights_sha256"] == source[HASH_KEY]
+    frozen = [k for k in source["model"] if k.startswith("encoder.") and not k.endswith(("running_mean", "running_var",
+                                                                                            "num_batches_tracked"))]
+    assert frozen and all(torch.equal(ckpt["model"][k], source["model"][k]) for k in frozen)
+    capsys.readouterr()
+
+
 def test_package_data_includes_the_pretrained_files():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())

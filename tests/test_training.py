@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from clsvc.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from clsvc.cli import main
 from clsvc.config import load_config
 from clsvc.errors import ClsvcError
 from clsvc.training import train
+
+from helpers import TINY
 
 
 def test_training_teaches_the_speaker_classifier_and_writes_tensorboard(system_run):
@@ -77,3 +80,39 @@ def test_features_from_other_mel_config_are_refused(features, tmp_path):
     cfg = load_config("cpu", ["mel.fmax=8000"])
     with pytest.raises(ClsvcError, match="different mel config"):
         train(cfg, features, tmp_path / "run", progress=False)
+
+
+def test_a_wider_decoder_starts_from_a_trained_encoder_kept_frozen(features, trained_run, tmp_path, capsys):
+    """`--init CKPT --init-partial` copies every weight of the same name and shape (the encoder,
+    the decoder's pre-LSTM and convs, the postnet), starts the widened parts fresh and names them
+    atop config.yaml; `train.freeze=[encoder.]` keeps the encoder exactly as it was while the rest
+    trains."""
+    from clsvc.checkpoint import load_checkpoint
+
+    source = load_checkpoint(trained_run / "checkpoints" / "last.pt")
+    run = tmp_path / "wide"
+    wide = ["model.dec_lstm_hidden=48", "model.dec_lstm_layers=2", "train.max_steps=4", "train.freeze=[encoder.]"]
+    assert main(["train", "--config", "cpu", "--data", str(features), "--out", str(run), "--quiet",
+                 "--init", str(trained_run / "checkpoints" / "last.pt"), "--init-partial", *TINY, *wide]) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    old, new = source["model"], ckpt["model"]
+    encoder = [k for k in new if k.startswith("encoder.") and new[k].is_floating_point()
+               and not k.endswith(("running_mean", "running_var"))]  # batch-norm statistics keep adapting
+    assert encoder and all(torch.equal(new[k], old[k]) for k in encoder)
+    assert not torch.equal(new["decoder.pre.weight_ih_l0"], old["decoder.pre.weight_ih_l0"])  # copied, then trained
+    assert ckpt["init"]["fresh"] == ["decoder.lstm", "decoder.out"]
+    assert "# --init-partial: started fresh (not in it with this shape): decoder.lstm, decoder.out" in (
+        run / "config.yaml").read_text()
+    assert ckpt["config"]["train"]["freeze"] == ["encoder."]
+    capsys.readouterr()
+
+    # Without --init-partial the same widening is refused in one line; a prefix naming no
+    # parameter and --init-partial without --init likewise, before any run folder is made.
+    for args, message in (
+            (["--init", str(trained_run / "checkpoints" / "last.pt"), *TINY, *wide], "do not fit the model"),
+            ([*TINY, "train.freeze=[encodr.]"], "train.freeze: 'encodr.' names no parameter"),
+            (["--init-partial", *TINY], "--init-partial needs --init")):
+        out = tmp_path / "refused"
+        assert main(["train", "--config", "cpu", "--data", str(features), "--out", str(out), "--quiet", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and not out.exists(), err

@@ -272,13 +272,25 @@ def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[System, Con
     return model.eval(), cfg
 
 
-def load_weights(model: System, ckpt: dict[str, Any], where: str) -> None:
+def load_weights(model: System, ckpt: dict[str, Any], where: str, partial: bool = False) -> list[str]:
     """Copy the weights (and buffers) of a checkpoint dict into ``model``, which must have the
     same structure: the same names and shapes (an exported file may lack the ``training_only``
     parts, which keep ``model``'s own values). Anything else is one ClsvcError line naming
-    ``where`` and the first difference."""
+    ``where`` and the first difference.
+
+    With ``partial`` only the tensors whose name and shape match are copied (e.g. a model with a
+    wider decoder started from a trained one's encoder); the rest keep ``model``'s fresh values
+    and their names are returned (a checkpoint that fits nothing is an error). Returns [] when
+    everything was copied."""
     state: dict[str, torch.Tensor] = ckpt["model"]
     own = model.state_dict()
+    if partial:
+        fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        if not fits:
+            raise ClsvcError(f"{where}: none of its weights fit the model of this config (no name and shape "
+                             "in common); pass a checkpoint of the same system")
+        model.load_state_dict(fits, strict=False)
+        return [k for k in own if k not in fits]
     optional = model.training_only if is_inference_only(ckpt) else ()
     missing = [k for k in own if k not in state and not k.startswith(optional)]
     unexpected = [k for k in state if k not in own]
@@ -296,6 +308,7 @@ def load_weights(model: System, ckpt: dict[str, Any], where: str) -> None:
                          "pass a checkpoint of the same model settings (and training speakers, where the "
                          "model has a layer per speaker)")
     model.load_state_dict(state, strict=not optional)
+    return []
 
 
 def _to_dtype(state: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str) -> dict[str, torch.Tensor]:

@@ -163,7 +163,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     # On --resume without --config the run's own config is used (overrides still apply).
     cfg = load_config(a.config, a.overrides) if a.config is not None else None
     last = train(cfg, a.data, a.out, resume=a.resume, device=a.device, progress=not a.quiet,
-                 overrides=a.overrides if cfg is None else None, init=a.init)
+                 overrides=a.overrides if cfg is None else None, init=a.init, init_partial=a.init_partial)
     print(f"saved {last}")
 
 
@@ -477,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights, so one trained past vocoder.warmup_steps trains adversarially from the first "
                         "step (raise vocoder.warmup_steps above its count for a reconstruction-only phase first; "
                         "an exported vocoder holds no discriminators: they start fresh)")
+    s.add_argument("--init-partial", action="store_true",
+                   help="with --init: copy only the weights whose name and shape fit this config's model (e.g. a "
+                        "wider decoder on a trained encoder; add train.freeze=[encoder.] to keep it fixed); the "
+                        "rest start fresh and are listed atop the run's config.yaml")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000")

@@ -341,6 +341,10 @@ class TrainConfig:
     keep_every: int = 0  # also keep step_N.pt every N steps; 0 = only last.pt
     # Utterances per speaker averaged into the stored speaker table (used by --target-speaker).
     table_utterances: int = 8
+    # Parameter-name prefixes kept fixed (e.g. ["encoder."] to train a new decoder on a trained
+    # encoder's codes, see `clsvc train --init --init-partial`); their batch-norm statistics keep
+    # adapting to the data like every module's. () = train everything.
+    freeze: tuple[str, ...] = ()
 
 
 SeenTarget = Literal["table", "refs"]

@@ -67,7 +67,7 @@ from .run_dir import (
     write_failure,
 )
 from .signals import StopSignals, TrainingStopped, signal_name
-from .state import TrainState, build_optimizers, payload, reset_lrs, restore, rng_state, set_rng_state
+from .state import TrainState, build_optimizers, freeze, payload, reset_lrs, restore, rng_state, set_rng_state
 
 # Per-utterance vectors that do not change with training (d-vectors), cached beside the features.
 VOICE_CACHE = "voice_vectors.npz"
@@ -243,7 +243,7 @@ def _check_resume_config(cfg: Config, ckpt_cfg: Config, where: Path) -> None:
 def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = False,
           device: str = "auto", progress: bool = True,
           on_log: Callable[[str, int, dict[str, float]], None] | None = None,
-          overrides: list[str] | None = None, init: str | Path | None = None) -> Path:
+          overrides: list[str] | None = None, init: str | Path | None = None, init_partial: bool = False) -> Path:
     """Train ClsVC on the preprocessed features in ``data``; returns the last checkpoint path.
 
     With ``resume``, training continues from ``run/checkpoints/last.pt`` exactly where it
@@ -260,7 +260,10 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
     ``vocoder.warmup_steps`` continues adversarially from its first step (set
     ``vocoder.warmup_steps`` above that count to have a reconstruction-only phase again). The
     system then prepares for this run's data as every run does (AutoVC re-fits its speakers'
-    mean d-vectors).
+    mean d-vectors). With ``init_partial`` the model may differ from the checkpoint's: only the
+    weights of the same name and shape are copied, the others start fresh (their names are
+    recorded in the run's ``init`` record and atop ``config.yaml``); e.g. a wider decoder on a
+    trained encoder, with ``train.freeze`` keeping the encoder as it was.
 
     SIGINT and SIGTERM stop training after the step in progress, which is saved; then
     :class:`TrainingStopped` (a ``KeyboardInterrupt``) is raised (see the module docstring).
@@ -269,12 +272,14 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
     if init is not None and resume:
         raise ClsvcError("--init starts a new run from another checkpoint's weights, --resume continues this "
                          "run; pass only one of them")
+    if init_partial and init is None:
+        raise ClsvcError("--init-partial needs --init CKPT (the checkpoint whose fitting weights to start from)")
     info = dist_utils.setup(device)
     finished = False  # every rank got to the end (saved, or stopped by a signal after saving)
     try:
         with StopSignals(run / "checkpoints" / LAST) as stop:
             out = _train(cfg, Path(data), run, resume, info, progress, on_log, overrides or [], stop,
-                         Path(init) if init is not None else None)
+                         Path(init) if init is not None else None, init_partial)
         finished = True
         return out
     except TrainingStopped:
@@ -288,14 +293,15 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
 
 
 def _train(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
-           progress: bool, on_log, overrides: list[str], stop: StopSignals, init: Path | None) -> Path:
+           progress: bool, on_log, overrides: list[str], stop: StopSignals, init: Path | None,
+           init_partial: bool = False) -> Path:
     with contextlib.ExitStack() as cleanup:
         lock: IO[str] | None = None
         if info.is_main and run.is_dir():  # refuse a second trainer before any work
             lock = cleanup.enter_context(lock_run(run))
         if info.is_main:
             check_run_dir(run, resume)
-        setup = _setup(cfg, data, run, resume, info, overrides, init)
+        setup = _setup(cfg, data, run, resume, info, overrides, init, init_partial)
         if info.is_main:  # everything checked: now the run folder is made
             make_run_dir(run)
             if lock is None:
@@ -329,14 +335,20 @@ def _init_note(init: dict[str, Any] | None) -> str:
     """The comment atop ``config.yaml`` of a run started with ``--init`` ("" for others)."""
     if init is None:
         return ""
-    return (f"# initialised from {init.get('path')} (weights_sha256 {init.get('weights_sha256')}, "
+    note = (f"# initialised from {init.get('path')} (weights_sha256 {init.get('weights_sha256')}, "
             f"its step {init.get('step')}): clsvc train --init\n")
+    if init.get("fresh"):
+        note += f"# --init-partial: started fresh (not in it with this shape): {', '.join(init['fresh'])}\n"
+    return note
 
 
 def _read_init(path: Path, cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checkpoint ``--init`` names and the run's record of it, once it is of ``cfg``'s
-    system and mel definition (its structure is checked when it is loaded into the model)."""
-    ckpt = load_checkpoint(path, map_location="cpu")
+    """The checkpoint ``--init`` names (a file, or a shipped model's name such as ``arctic``) and
+    the run's record of it, once it is of ``cfg``'s system and mel definition (its structure is
+    checked when it is loaded into the model)."""
+    from ..pretrained import load_checkpoint as load_named
+
+    ckpt, path = load_named(path, map_location="cpu")
     have = config_from_dict(ckpt["config"], f"{path} (config)")
     if have.model.system != cfg.model.system:
         raise ClsvcError(
@@ -353,7 +365,7 @@ def _read_init(path: Path, cfg: Config) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_utils.DistInfo,
-           overrides: list[str], init: Path | None = None) -> _Setup:
+           overrides: list[str], init: Path | None = None, init_partial: bool = False) -> _Setup:
     """Check the config, data and checkpoint(s) and build the training state (nothing is
     written to the run folder)."""
     last = run / "checkpoints" / LAST
@@ -405,7 +417,10 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = build_system(cfg)
     if start is not None:
-        load_weights(model, start[0], str(init))
+        fresh = load_weights(model, start[0], str(init), partial=init_partial)
+        if init_partial:  # the modules that start fresh, e.g. decoder.lstm
+            start[1]["fresh"] = sorted({k.rsplit(".", 1)[0] for k in fresh})
+    freeze(model, cfg.train.freeze)
     model = model.to(info.device)
     voice_cache = VectorCache(data / VOICE_CACHE)
     # A voice part whose vectors the system trains on (AutoVC's mean d-vectors) makes them now.

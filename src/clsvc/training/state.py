@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..config import Config
+from ..errors import ClsvcError
 from ..models import System
 
 
@@ -61,6 +62,21 @@ def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict[str, Any]], lr: float
     """Rate of each group: ``lr`` times the group's ``lr_scale`` as the model defines it now."""
     for g, spec in zip(opt.param_groups, groups, strict=True):
         g["lr"] = lr * float(spec.get("lr_scale", 1.0))
+
+
+def freeze(model: torch.nn.Module, prefixes: tuple[str, ...] | list[str]) -> None:
+    """Keep the parameters whose names start with one of ``prefixes`` (``train.freeze``) fixed:
+    they get no gradient, so Adam leaves them as they are (it skips parameters without one;
+    they stay in the optimizer, so a resume with another ``train.freeze`` still fits its
+    state). A prefix that names no parameter is one ClsvcError line listing the model's parts."""
+    names = [n for n, _ in model.named_parameters()]
+    for pre in prefixes:
+        if not any(n.startswith(pre) for n in names):
+            parts = sorted({n.split(".", 1)[0] + "." for n in names})
+            raise ClsvcError(f"train.freeze: {pre!r} names no parameter of this model; its parts are "
+                             f"{', '.join(parts)} (or deeper, e.g. decoder.postnet.)")
+    for n, p in model.named_parameters():
+        p.requires_grad_(not any(n.startswith(pre) for pre in prefixes))
 
 
 def build_optimizers(model: System, cfg: Config) -> dict[str, torch.optim.Optimizer]:
