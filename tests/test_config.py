@@ -16,6 +16,9 @@ def test_builtin_configs_load():
     assert paper.mel == MelConfig()
     cpu = load_config("cpu")
     assert cpu.model.enc_channels < paper.model.enc_channels  # inherits via base: and overrides
+    real, wide = load_config("real"), load_config("real-wide")  # the shipped model's two stages
+    assert wide.train.freeze == ("encoder.",) and real.train.freeze == ()
+    assert wide.model.dec_lstm_hidden > real.model.dec_lstm_hidden and wide.model.f0_condition
 
 
 def test_config_path_and_overrides(tmp_path):

@@ -105,6 +105,9 @@ def test_a_wider_decoder_starts_from_a_trained_encoder_kept_frozen(features, tra
         run / "config.yaml").read_text()
     assert ckpt["config"]["train"]["freeze"] == ["encoder."]
     capsys.readouterr()
+    assert main(["info", str(run / "checkpoints" / "last.pt")]) == 0  # says where its steps started
+    assert (f"started from last.pt (its step {source['step']}, weights_sha256 {source['weights_sha256'][:12]}...); "
+            "started fresh: decoder.lstm, decoder.out") in capsys.readouterr().out
 
     # Without --init-partial the same widening is refused in one line; a prefix naming no
     # parameter and --init-partial without --init likewise, before any run folder is made.

@@ -276,6 +276,11 @@ def cmd_info(a: argparse.Namespace) -> None:
     kind = "exported model (inference only)" if is_inference_only(ckpt) else "training checkpoint"
     print(f"{path if name else a.checkpoint}: {kind}, step {ckpt['step']}, "
           f"{ckpt.get('elapsed', 0) / 60:.1f} min of training, saved {ckpt.get('saved_at', '?')}")
+    init = ckpt.get("init")
+    if isinstance(init, dict):  # a run started with --init: its steps come on top of that checkpoint's
+        fresh = f"; started fresh: {', '.join(init['fresh'])}" if init.get("fresh") else ""
+        print(f"started from {Path(str(init.get('path'))).name} (its step {init.get('step')}, weights_sha256 "
+              f"{str(init.get('weights_sha256'))[:12]}...){fresh}")
     n = sum(v.numel() for v in ckpt["model"].values())
     print(f"weights: {n:,} values stored as {ckpt.get('dtype', 'float32')}")
     print(f"{len(spk)} training speakers: {', '.join(spk[:20])}{' ...' if len(spk) > 20 else ''}")
