@@ -66,3 +66,20 @@ def test_vocoder_script_starts_from_any_working_directory(cwd, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "--through" in done.stdout
+
+
+def test_speed_steps_configs_that_need_pitch_features(tmp_path):
+    """benchmarks/speed.py feeds each config what its system trains on: a pitch-conditioned ClsVC
+    (model.f0_condition, as `real`) gets pitch features beside the mels, a plain one none."""
+    from helpers import TINY
+
+    configs = []
+    for name, extra in (("plain", []), ("pitch", ["model.f0_condition: true"])):
+        path = tmp_path / f"{name}.yaml"
+        model = [t.split("=", 1) for t in TINY if t.startswith("model.")]
+        lines = ["base: cpu", "model:"] + [f"  {k.split('.', 1)[1]}: {v}" for k, v in model]
+        lines += [f"  {e.split('.', 1)[1]}" for e in extra]
+        path.write_text("\n".join(lines) + "\n")
+        configs.append(str(path))
+    rows = _load("speed").train_speed(configs, batch=2, frames=32, rounds=1, warmup=0)
+    assert [r["config"] for r in rows] == configs and all(r["s_per_step"] > 0 for r in rows)
