@@ -2,10 +2,11 @@
 """Speed on this machine: training steps of ClsVC vs the in-project AutoVC, and wav -> wav
 conversion of 10 s of speech with a shipped (or any) model and vocoder.
 
-Training: each config (``--train-config``, default ``paper`` = ClsVC at the paper's width and
-``autovc`` = AutoVC at its width) is built with ``model.n_speakers = 100`` and stepped through
-the trainer's own ``train_step`` (every phase, forward + backward + Adam) on random batches of
-``--batch`` x ``--frames`` mel frames. The configs take turns (one step of each per round, after
+Training: each config (``--train-config``; default ``autovc`` = AutoVC at its width, ``paper`` =
+ClsVC at the paper's width on AutoVC-sized layers, ``paper-lean`` = the same on narrower layers)
+is built with ``model.n_speakers = 100`` and stepped through the trainer's own ``train_step``
+(every phase, forward + backward + Adam) on random batches of ``--batch`` x ``--frames`` mel
+frames. The configs take turns (one step of each per round, after
 ``--warmup`` rounds), so a load that varies during the run hits them alike; the median seconds
 per step is reported, and each config's ratio to the first one.
 
@@ -132,7 +133,8 @@ def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train-config", action="append", help="configs to time (default: paper, autovc)")
+    ap.add_argument("--train-config", action="append",
+                    help="configs to time (default: autovc, paper, paper-lean; ratios are to the first)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=10)
@@ -154,7 +156,7 @@ def main() -> None:
                     "torch": torch.__version__}
     lines = [f"# Speed ({result['date']}, {a.threads} threads; beside: {a.beside or 'nothing'})", ""]
     if not a.no_train:
-        rows = train_speed(a.train_config or ["paper", "autovc"], a.batch, a.frames, a.rounds, a.warmup)
+        rows = train_speed(a.train_config or ["autovc", "paper", "paper-lean"], a.batch, a.frames, a.rounds, a.warmup)
         result["train"] = {"batch": a.batch, "frames": a.frames, "rows": rows}
         lines += [f"Training step, B{a.batch} x T{a.frames}, median of {a.rounds} (configs in turns):", "",
                   "| config | system | weights | s/step | min–max | ratio to first |", "|---|---|---|---|---|---|"]
