@@ -6,9 +6,9 @@ Training: each config (``--train-config``; default ``autovc`` = AutoVC at its wi
 ClsVC at the paper's width on AutoVC-sized layers, ``paper-lean`` = the same on narrower layers)
 is built with ``model.n_speakers = 100`` and stepped through the trainer's own ``train_step``
 (every phase, forward + backward + Adam) on random batches of ``--batch`` x ``--frames`` mel
-frames. The configs take turns (one step of each per round, after
-``--warmup`` rounds), so a load that varies during the run hits them alike; the median seconds
-per step is reported, and each config's ratio to the first one.
+frames. The configs take turns (one step of each per round, after ``--warmup`` rounds), so a
+load that varies during the run hits them alike; the median seconds per step is reported, and
+each config's ratio to the first one.
 
 Conversion: ``clsvc.load(CHECKPOINT, vocoder=VOCODER)`` once, then ``--repeats`` conversions of
 10 s of speech (a shipped demo clip looped to 10 s, or ``--wav``) to the model's first speaker:
@@ -42,6 +42,9 @@ from clsvc.training.state import TrainState, build_optimizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
 from _report import write_result
+
+# The comparison: ClsVC's step against AutoVC's (first, so the ratios are to it).
+TRAIN_CONFIGS = ("autovc", "paper", "paper-lean")
 
 
 def _state(config: str, seed: int) -> TrainState:
@@ -156,7 +159,7 @@ def main() -> None:
                     "torch": torch.__version__}
     lines = [f"# Speed ({result['date']}, {a.threads} threads; beside: {a.beside or 'nothing'})", ""]
     if not a.no_train:
-        rows = train_speed(a.train_config or ["autovc", "paper", "paper-lean"], a.batch, a.frames, a.rounds, a.warmup)
+        rows = train_speed(a.train_config or list(TRAIN_CONFIGS), a.batch, a.frames, a.rounds, a.warmup)
         result["train"] = {"batch": a.batch, "frames": a.frames, "rows": rows}
         lines += [f"Training step, B{a.batch} x T{a.frames}, median of {a.rounds} (configs in turns):", "",
                   "| config | system | weights | s/step | min–max | ratio to first |", "|---|---|---|---|---|---|"]

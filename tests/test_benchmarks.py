@@ -89,6 +89,7 @@ def test_speed_times_the_lean_paper_network_against_autovc():
     """The default comparison of benchmarks/speed.py: AutoVC first (the ratios are to it), then
     ClsVC at the paper's width on AutoVC's layers and on the lean ones; every one of them takes a
     real training step, and the lean network is the smaller."""
-    rows = _load("speed").train_speed(["autovc", "paper", "paper-lean"], batch=2, frames=32, rounds=1, warmup=0)
+    speed = _load("speed")
+    rows = speed.train_speed(list(speed.TRAIN_CONFIGS), batch=2, frames=32, rounds=1, warmup=0)
     assert [r["system"] for r in rows] == ["autovc", "clsvc", "clsvc"] and rows[0]["ratio"] == 1.0
     assert all(r["s_per_step"] > 0 for r in rows) and rows[2]["weights"] < rows[1]["weights"]
