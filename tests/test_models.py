@@ -194,3 +194,20 @@ def test_entropy_adversary_routes_each_objective_to_its_player():
     _uniform_ce(out.enc_adv_logits, out.mask).backward()  # the encoder's term never moves C2
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.adversary.parameters())
     assert sum(p.grad.abs().sum() for p in model.encoder.parameters() if p.grad is not None) > 0
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_recon_distance_is_the_configured_one_over_valid_frames(kind):
+    model, cfg = make(f"loss.recon_distance={kind}")
+    mel, _, spk = batch()
+    lengths = torch.tensor([32, 20, 32, 9])  # the padded frames must not count
+    out = model.run(mel, lengths, None)
+    _, t = clsvc_losses(out, mel, spk, cfg.loss)
+    expect = 0.0
+    for pred in (out.mel_post, out.mel_out):
+        per_utt = []
+        for i, n in enumerate(lengths.tolist()):
+            diff = pred[i, :n] - mel[i, :n]
+            per_utt.append(diff.abs() if kind == "l1" else diff ** 2)
+        expect += torch.cat(per_utt).mean()
+    assert torch.allclose(t["recon"], expect, atol=1e-6)

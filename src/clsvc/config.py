@@ -166,6 +166,10 @@ class LossConfig:
     # i.e. is pushed towards "C2 cannot tell", never towards "C2 is confidently wrong".
     adversarial: Adversarial = "grl"
     code_distance: CodeDistance = "l2"  # "l2" (paper) or "l1" (AutoVC)
+    # L_recon's distance on both decoder outputs: "l2" (paper, AutoVC) or "l1" (FastSpeech 2's
+    # mel loss), which regresses to the median rather than the mean of what the code allows and
+    # so blurs less where the decoder is unsure.
+    recon_distance: CodeDistance = "l2"
     # Remedy (not in the paper): the code loss on converted outputs. For x_a->b = D(C_a, S_b)
     # the re-encoded content must match C_a and the re-encoded speaker must match S_b.
     convert_code: float = 0.0

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import LossConfig
-from .layers import masked_frame_mse, masked_mean
+from .layers import masked_mean
 
 
 @dataclass
@@ -72,8 +72,9 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     out_mel = out.mel_out.float()
     post = out.mel_post.float()
     mask = out.mask
-    # L_recon: L2 on both decoder outputs (AutoVC also supervises the pre-postnet mel).
-    recon = masked_frame_mse(post, mel, mask) + masked_frame_mse(out_mel, mel, mask)
+    # L_recon on both decoder outputs (AutoVC also supervises the pre-postnet mel); L2 in the paper.
+    recon = (_distance(post, mel, cfg.recon_distance, mask)
+             + _distance(out_mel, mel, cfg.recon_distance, mask))
     # L_code = ||E(x') - Z||^2 over both parts of Z (only C_x when S_x is a fixed d-vector).
     code = _distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
     if out.speaker is not None and out.speaker_re is not None:
