@@ -52,7 +52,7 @@ SpeakerClassifier = Literal["linear", "cosine"]
 SpeakerEncoder = Literal["own", "dvector"]
 AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
-CodeDistance = Literal["l1", "l2"]
+Distance = Literal["l1", "l2"]  # of a loss term: mean absolute or mean squared error
 Sampling = Literal["speaker", "utterance", "sqrt"]
 
 
@@ -165,11 +165,11 @@ class LossConfig:
     # "entropy": C2 minimises CE on a detached C_x; E minimises CE to the *uniform* target,
     # i.e. is pushed towards "C2 cannot tell", never towards "C2 is confidently wrong".
     adversarial: Adversarial = "grl"
-    code_distance: CodeDistance = "l2"  # "l2" (paper) or "l1" (AutoVC)
+    code_distance: Distance = "l2"  # "l2" (paper) or "l1" (AutoVC)
     # L_recon's distance on both decoder outputs: "l2" (paper, AutoVC) or "l1" (FastSpeech 2's
     # mel loss), which regresses to the median rather than the mean of what the code allows and
     # so blurs less where the decoder is unsure.
-    recon_distance: CodeDistance = "l2"
+    recon_distance: Distance = "l2"
     # Remedy (not in the paper): the code loss on converted outputs. For x_a->b = D(C_a, S_b)
     # the re-encoded content must match C_a and the re-encoded speaker must match S_b.
     convert_code: float = 0.0
@@ -186,7 +186,7 @@ class AutoVCConfig:
     bottleneck_dim: int = 32  # channels of the content code (both LSTM directions together)
     downsample: int = 32  # keep one code every `downsample` frames (then repeat it)
     lambda_code: float = 1.0  # AutoVC's weight of the code loss
-    code_distance: CodeDistance = "l1"  # AutoVC uses L1 for the code loss
+    code_distance: Distance = "l1"  # AutoVC uses L1 for the code loss
 
 
 @dataclass
