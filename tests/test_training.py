@@ -119,3 +119,38 @@ def test_a_wider_decoder_starts_from_a_trained_encoder_kept_frozen(features, tra
         assert main(["train", "--config", "cpu", "--data", str(features), "--out", str(out), "--quiet", *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err and not out.exists(), err
+
+
+def test_cosine_schedule_decays_every_groups_rate_by_the_step_and_resumes_on_it(features, tiny_cfg, tmp_path,
+                                                                                 monkeypatch):
+    import clsvc.training.loop as loop
+    from clsvc.training.state import lr_at
+
+    seen: list[list[float]] = []
+    real_step = loop.train_step
+
+    def recording_step(state, batch, device):
+        seen.append([g["lr"] for opt in state.optimizers.values() for g in opt.param_groups])
+        return real_step(state, batch, device)
+
+    monkeypatch.setattr(loop, "train_step", recording_step)
+    over = ["optim.schedule=cosine", "optim.lr=0.001", "optim.lr_final=0.0001", "optim.adversary_lr_mult=2"]
+    cfg = tiny_cfg("train.max_steps=4", *over)
+    train(cfg, features, tmp_path / "run", progress=False)
+    # Half a cosine from lr to lr_final over max_steps; C2's group keeps its multiple of the rate.
+    assert lr_at(cfg, 0) == pytest.approx(1e-3) and lr_at(cfg, 4) == pytest.approx(1e-4)
+    assert lr_at(cfg, 2) == pytest.approx(5.5e-4)
+    assert seen == [pytest.approx([lr_at(cfg, s), 2 * lr_at(cfg, s)]) for s in range(4)]
+    # Resumed with a longer run, the rate is where the longer schedule has it at the step reached.
+    longer = tiny_cfg("train.max_steps=6", *over)
+    seen.clear()
+    train(longer, features, tmp_path / "run", resume=True, progress=False)
+    assert seen == [pytest.approx([lr_at(longer, s), 2 * lr_at(longer, s)]) for s in (4, 5)]
+    assert lr_at(tiny_cfg(), 3) == tiny_cfg().optim.lr  # constant: the paper's
+
+
+def test_cosine_schedule_needs_a_step_budget(tiny_cfg):
+    with pytest.raises(ClsvcError, match="optim.schedule must be constant with a time budget"):
+        tiny_cfg("optim.schedule=cosine", "train.max_minutes=5")
+    with pytest.raises(ClsvcError, match="optim.lr_final must not exceed optim.lr"):
+        tiny_cfg("optim.schedule=cosine", "optim.lr=0.001", "optim.lr_final=0.01")

@@ -54,6 +54,7 @@ AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
 Distance = Literal["l1", "l2"]  # of a loss term: mean absolute or mean squared error
 Sampling = Literal["speaker", "utterance", "sqrt"]
+Schedule = Literal["constant", "cosine"]  # of the learning rate over a run
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,11 @@ class OptimConfig:
     grad_clip: float = 0.0  # 0 = no clipping (paper does not mention clipping)
     # Learning-rate multiplier for C2 (adversary strength); 1 = paper.
     adversary_lr_mult: float = 1.0
+    # The rate over the run: "constant" (the paper), or "cosine": half a cosine from lr at step 0
+    # down to lr_final at train.max_steps. A constant rate leaves the weights moving about the
+    # minimum; the decay lets them settle (a lower reconstruction error for the same steps).
+    schedule: Schedule = "constant"
+    lr_final: float = 1e-5  # with schedule cosine: the rate of the last step
 
 
 @dataclass
@@ -747,7 +753,8 @@ _NON_NEGATIVE = (
     "loss.convert_cls",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
-    "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "train.max_minutes", "convert.gv_max",
+    "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
+    "convert.gv_max",
 )
 _POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "vocoder.max_magnitude",
              "vocoder.disc_lr_scale", "optim.lr")
@@ -826,6 +833,9 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be a finite number < 0 (the dB floor mapped to 0)")
     need(isinstance(o.betas, (tuple, list)) and len(o.betas) == 2
          and all(_is_number(b) and 0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
+    need(o.schedule == "constant" or cfg.train.max_minutes == 0, "optim.schedule",
+         "must be constant with a time budget (cosine decays over train.max_steps; set train.max_minutes=0)")
+    need(o.schedule == "constant" or o.lr_final <= o.lr, "optim.lr_final", f"must not exceed optim.lr = {o.lr!r}")
     a, v = cfg.autovc, cfg.vqvc
     need(_is_int(a.bottleneck_dim) and a.bottleneck_dim >= 2 and a.bottleneck_dim % 2 == 0, "autovc.bottleneck_dim",
          "must be even and >= 2 (one half per LSTM direction)")

@@ -67,7 +67,17 @@ from .run_dir import (
     write_failure,
 )
 from .signals import StopSignals, TrainingStopped, signal_name
-from .state import TrainState, build_optimizers, freeze, payload, reset_lrs, restore, rng_state, set_rng_state
+from .state import (
+    TrainState,
+    build_optimizers,
+    freeze,
+    payload,
+    reset_lrs,
+    restore,
+    rng_state,
+    schedule_lrs,
+    set_rng_state,
+)
 
 # Per-utterance vectors that do not change with training (d-vectors), cached beside the features.
 VOICE_CACHE = "voice_vectors.npz"
@@ -507,6 +517,7 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
             if dist_utils.any_true(over_time or stop.signum != 0, info):
                 break
             batch = train_set.sample(setup.local_bs, t.crop_frames, state.data_gen, t.sampling, t.pad_value)
+            schedule_lrs(state)
             terms = train_step(state, batch, info.device)
             state.elapsed = time.monotonic() - start
             state.add_to_log(terms)

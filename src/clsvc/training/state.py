@@ -3,6 +3,7 @@ states that make a resumed run draw exactly what an uninterrupted one would."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,10 +59,22 @@ class TrainState:
 # optimizers
 
 
+def lr_at(cfg: Config, step: int) -> float:
+    """The base learning rate of the step that follows ``step`` completed steps, by
+    ``optim.schedule`` (each group then multiplies it by its ``lr_scale``)."""
+    o = cfg.optim
+    if o.schedule == "constant":
+        return o.lr
+    done = min(1.0, step / max(1, cfg.train.max_steps))
+    return o.lr_final + 0.5 * (o.lr - o.lr_final) * (1.0 + math.cos(math.pi * done))
+
+
 def _set_lrs(opt: torch.optim.Optimizer, groups: list[dict[str, Any]], lr: float) -> None:
-    """Rate of each group: ``lr`` times the group's ``lr_scale`` as the model defines it now."""
+    """Rate of each group: ``lr`` times the group's ``lr_scale`` as the model defines it now
+    (kept in the group, so :func:`schedule_lrs` can rescale it every step)."""
     for g, spec in zip(opt.param_groups, groups, strict=True):
-        g["lr"] = lr * float(spec.get("lr_scale", 1.0))
+        g["lr_scale"] = float(spec.get("lr_scale", 1.0))
+        g["lr"] = lr * g["lr_scale"]
 
 
 def freeze(model: torch.nn.Module, prefixes: tuple[str, ...] | list[str]) -> None:
@@ -87,15 +100,26 @@ def build_optimizers(model: System, cfg: Config) -> dict[str, torch.optim.Optimi
         groups = model.param_groups(phase)
         opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                weight_decay=o.weight_decay)
-        _set_lrs(opt, groups, o.lr)
+        _set_lrs(opt, groups, lr_at(cfg, 0))
         opts[phase] = opt
     return opts
 
 
 def reset_lrs(state: TrainState) -> None:
-    """Apply the config's learning rates (after a resume that may have changed ``optim``)."""
+    """Apply the config's learning rates at the state's step (after a resume that may have
+    changed ``optim`` or ``train.max_steps``)."""
     for phase, opt in state.optimizers.items():
-        _set_lrs(opt, state.model.param_groups(phase), state.cfg.optim.lr)
+        _set_lrs(opt, state.model.param_groups(phase), lr_at(state.cfg, state.step))
+
+
+def schedule_lrs(state: TrainState) -> None:
+    """Set every group's rate for the coming step (a no-op for the constant schedule)."""
+    if state.cfg.optim.schedule == "constant":
+        return
+    lr = lr_at(state.cfg, state.step)
+    for opt in state.optimizers.values():
+        for g in opt.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
