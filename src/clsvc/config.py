@@ -321,8 +321,8 @@ class OptimConfig:
     # Learning-rate multiplier for C2 (adversary strength); 1 = paper.
     adversary_lr_mult: float = 1.0
     # The rate over the run: "constant" (the paper), or "cosine": half a cosine from lr at step 0
-    # down to lr_final at train.max_steps. A constant rate leaves the weights moving about the
-    # minimum; the decay lets them settle (a lower reconstruction error for the same steps).
+    # down to lr_final at train.max_steps, the usual finishing schedule. (Fine-tuning the shipped
+    # `arctic` decoder with it did not lower its validation error: BENCHMARKS.md, trial 12.)
     schedule: Schedule = "constant"
     lr_final: float = 1e-5  # with schedule cosine: the rate of the last step
 
