@@ -176,6 +176,13 @@ class LossConfig:
     convert_code: float = 0.0
     # Remedy: C1 must recognise speaker b in the re-encoded conversion x_a->b.
     convert_cls: float = 0.0
+    # Remedy for parallel corpora (ARCTIC: several voices read the same prompts): the weight of a
+    # supervised conversion term. D(C_a, S_b) of a crop of speaker a's utterance must match
+    # speaker b's utterance of the same transcript, time-aligned to a's frames by DTW, under
+    # recon_distance on both decoder outputs (``train.parallel_pairs`` such pairs per step). The
+    # reconstruction objective never shows the decoder a content code of one voice with the
+    # vector of another; this term does, for the voices that have parallel recordings. 0 = off.
+    parallel: float = 0.0
 
 
 @dataclass
@@ -355,6 +362,9 @@ class TrainConfig:
     # encoder's codes, see `clsvc train --init --init-partial`); their batch-norm statistics keep
     # adapting to the data like every module's. () = train everything.
     freeze: tuple[str, ...] = ()
+    # Parallel pairs (same transcript, two training speakers) drawn per step beside the batch
+    # when loss.parallel > 0; validation gets the same number from the validation split.
+    parallel_pairs: int = 8
 
 
 SeenTarget = Literal["table", "refs"]
@@ -744,13 +754,13 @@ _MIN_INT: dict[str, int] = {
     "vocoder.mrd_channels": 1, "vocoder.warmup_steps": 0, "vocoder.disc_every": 1,
     "train.batch_size": 1, "train.max_steps": 1, "train.crop_frames": 8, "train.threads": 0, "train.log_every": 1,
     "train.val_every": 1, "train.val_batches": 1, "train.ckpt_every": 1, "train.keep_every": 0,
-    "train.table_utterances": 1,
+    "train.table_utterances": 1, "train.parallel_pairs": 1,
 }
 _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls",
+    "loss.convert_cls", "loss.parallel",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -823,6 +833,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "dvector works with model.system clsvc and model.speaker_dim 256 (the d-vector's size)")
     need(m.speaker_encoder == "own" or cfg.loss.convert_cls == 0, "loss.convert_cls",
          "must be 0 with model.speaker_encoder dvector (C1 cannot hear a conversion: E makes no S_x)")
+    need(cfg.loss.parallel == 0 or (m.system == "clsvc" and m.speaker_encoder == "own"), "loss.parallel",
+         "must be 0 unless model.system is clsvc with its own speaker encoder (the term decodes E's S_x)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

@@ -10,11 +10,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import librosa
 import numpy as np
+import scipy.fft
 import torch
 
+from ..errors import ClsvcError
 from ..pitch import f0_features
-from .manifest import Entry, features_n_mels, load_aligned_wav, load_f0, load_feature, read_manifest
+from .manifest import Entry, features_n_mels, load_aligned_wav, load_f0, load_feature, norm_text, read_manifest
+
+
+@dataclass
+class ParallelBatch:
+    """Parallel pairs for a supervised conversion term: ``mel`` (B, T, n_mels) crops of the
+    source utterances and ``lengths`` (B,) their valid frames; ``target`` (B, T, n_mels) the
+    target speakers' utterances of the same transcripts, time-aligned to the source crops frame
+    by frame (DTW; padding copies the source's pad value); ``speaker`` / ``target_speaker`` (B,)
+    their speaker indices; ``f0`` (B, T, 2) the source crops' pitch features when the set has
+    them."""
+
+    mel: torch.Tensor
+    lengths: torch.Tensor
+    target: torch.Tensor
+    speaker: torch.Tensor
+    target_speaker: torch.Tensor
+    f0: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> ParallelBatch:
+        """The batch on ``device``."""
+        f0 = self.f0.to(device) if self.f0 is not None else None
+        return ParallelBatch(self.mel.to(device), self.lengths.to(device), self.target.to(device),
+                             self.speaker.to(device), self.target_speaker.to(device), f0)
+
+
+def _cepstra(mel: np.ndarray, order: int = 24) -> np.ndarray:
+    """(T, n_mels) [0, 1] log-mel -> (T, order) cepstra without c0 (the loudness), for DTW."""
+    return np.asarray(scipy.fft.dct(mel.astype(np.float64), type=2, norm="ortho", axis=1)[:, 1:order + 1])
+
+
+def align_frames(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:
+    """For two mels (Ta, M), (Tb, M) of the same words: (Ta,) int indices into ``tgt``, the
+    target frame DTW matches to each source frame (the first of several). DTW runs on the
+    mel-cepstra without c0, so the two voices' loudness does not steer the path."""
+    _, path = librosa.sequence.dtw(_cepstra(src).T, _cepstra(tgt).T, metric="euclidean")
+    out = np.zeros(len(src), dtype=np.int64)
+    seen = np.zeros(len(src), dtype=bool)
+    for i, j in path[::-1]:  # librosa gives the path from the end; keep each i's first j
+        if not seen[i]:
+            out[i], seen[i] = j, True
+    return out
 
 
 @dataclass
@@ -32,20 +76,28 @@ class Batch:
     speaker: torch.Tensor
     wav: torch.Tensor | None = None
     f0: torch.Tensor | None = None
+    parallel: ParallelBatch | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device``."""
         wav = self.wav.to(device) if self.wav is not None else None
         f0 = self.f0.to(device) if self.f0 is not None else None
-        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav, f0)
+        par = self.parallel.to(device) if self.parallel is not None else None
+        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav, f0, par)
 
     def extra(self) -> dict[str, torch.Tensor]:
-        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``, ``f0``)."""
+        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``, ``f0``;
+        with parallel pairs ``par_mel``, ``par_lengths``, ``par_target`` and ``par_f0``)."""
         out: dict[str, torch.Tensor] = {}
         if self.wav is not None:
             out["wav"] = self.wav
         if self.f0 is not None:
             out["f0"] = self.f0
+        if self.parallel is not None:
+            p = self.parallel
+            out.update(par_mel=p.mel, par_lengths=p.lengths, par_target=p.target)
+            if p.f0 is not None:
+                out["par_f0"] = p.f0
         return out
 
 
@@ -89,6 +141,16 @@ class FeatureSet:
             [f0_features(load_f0(self.folder, e)) for e in self.entries] if with_f0 else None)
         # Utterance indices per speaker, for speaker-balanced sampling.
         self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
+        # Ordered pairs (i, j) of utterances with the same transcript by two labelled speakers,
+        # for the parallel conversion term; their DTW paths are made the first time a pair is drawn.
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            text = norm_text(e.transcript)
+            if text and self.labels[i] >= 0:
+                groups.setdefault(text, []).append(i)
+        self.pairs: list[tuple[int, int]] = [
+            (i, j) for g in groups.values() for i in g for j in g if self.entries[i].speaker != self.entries[j].speaker]
+        self._aligned: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -146,10 +208,50 @@ class FeatureSet:
             torch.from_numpy(np.stack(f0s)) if f0s else None,
         )
 
+    def sample_parallel(self, n_pairs: int, crop_frames: int, gen: torch.Generator,
+                        pad_value: float = 0.0) -> ParallelBatch:
+        """``n_pairs`` random ordered pairs (uniform over :attr:`pairs`), each a random crop of the
+        source with the target's DTW-aligned frames. No pairs is a one-line ClsvcError."""
+        if not self.pairs:
+            raise ClsvcError("loss.parallel needs parallel utterances (two training speakers with the same transcript "
+                             "in manifest.tsv, as ARCTIC's prompts.txt gives) and these features have none: "
+                             "set loss.parallel=0 or preprocess a parallel corpus")
+        picks = torch.randint(len(self.pairs), (n_pairs,), generator=gen).tolist()
+        offs = torch.rand(n_pairs, generator=gen).tolist()
+        mels, targets, lengths, f0s = [], [], [], []
+        for p, o in zip(picks, offs, strict=True):
+            i, j = self.pairs[p]
+            if (i, j) not in self._aligned:
+                self._aligned[(i, j)] = align_frames(self.mels[i], self.mels[j])
+            n = len(self.mels[i])
+            start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
+            m, length = self.crop(i, start, crop_frames, pad_value)
+            tgt = np.full_like(m, pad_value)
+            tgt[:length] = self.mels[j][self._aligned[(i, j)][start:start + length]]
+            mels.append(m)
+            targets.append(tgt)
+            lengths.append(length)
+            if self.f0s is not None:
+                f = np.zeros((crop_frames, self.f0s[i].shape[1]), dtype=np.float32)
+                f[:length] = self.f0s[i][start:start + length]
+                f0s.append(f)
+        src = [self.pairs[p][0] for p in picks]
+        dst = [self.pairs[p][1] for p in picks]
+        return ParallelBatch(
+            torch.from_numpy(np.stack(mels)), torch.tensor(lengths, dtype=torch.long),
+            torch.from_numpy(np.stack(targets)), torch.from_numpy(self.labels[src]),
+            torch.from_numpy(self.labels[dst]), torch.from_numpy(np.stack(f0s)) if f0s else None)
+
     def fixed_batches(self, n_batches: int, batch_size: int, crop_frames: int,
-                      pad_value: float = 0.0, seed: int = 0) -> list[Batch]:
-        """Deterministic batches for validation: the same crops at every evaluation."""
+                      pad_value: float = 0.0, seed: int = 0, parallel_pairs: int = 0) -> list[Batch]:
+        """Deterministic batches for validation: the same crops at every evaluation; with
+        ``parallel_pairs`` each also carries that many parallel pairs (when the set has any)."""
         gen = torch.Generator().manual_seed(seed)
         n_batches = min(n_batches, max(1, (len(self) + batch_size - 1) // batch_size))
-        return [self.sample(batch_size, crop_frames, gen, "utterance", pad_value)
-                for _ in range(n_batches)]
+        out = []
+        for _ in range(n_batches):
+            b = self.sample(batch_size, crop_frames, gen, "utterance", pad_value)
+            if parallel_pairs and self.pairs:
+                b.parallel = self.sample_parallel(parallel_pairs, crop_frames, gen, pad_value)
+            out.append(b)
+        return out

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,20 @@ class Entry:
     feature: str
     source: str
     transcript: str = ""
+
+
+def norm_text(text: str) -> str:
+    """A transcript reduced to lower-case words (letters, digits, apostrophes), one space apart."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def sentence_key(e: Entry) -> str:
+    """What makes two utterances "the same sentence": the normalised transcript when known,
+    else the utterance id without its speaker prefix (``p225_003`` -> ``003``)."""
+    text = norm_text(e.transcript)
+    if text:
+        return "t:" + text
+    return "u:" + re.sub(rf"^{re.escape(e.speaker)}[_-]?", "", e.utt_id)
 
 
 def write_manifest(folder: Path, entries: list[Entry]) -> None:

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import csv
 import random
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import EvalConfig
-from ..data.manifest import Entry
+from ..data.manifest import Entry, sentence_key
 from ..errors import ClsvcError
 from .metrics import CONDITIONS
 
@@ -82,19 +81,6 @@ class Protocol:
 
 
 # ----------------------------------------------------------------------------- protocol
-
-
-def _norm_text(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
-
-
-def sentence_key(e: Entry) -> str:
-    """What makes two utterances "the same sentence": the normalised transcript when known,
-    else the utterance id without its speaker prefix (``p225_003`` -> ``003``)."""
-    text = _norm_text(e.transcript)
-    if text:
-        return "t:" + text
-    return "u:" + re.sub(rf"^{re.escape(e.speaker)}[_-]?", "", e.utt_id)
 
 
 def _split_unseen(by_spk: dict[str, list[Entry]], val_keys: set[str], refs: int, seed: int

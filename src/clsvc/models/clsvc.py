@@ -37,7 +37,7 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import ClsVCOutput, clsvc_losses
+from .losses import ClsVCOutput, clsvc_losses, parallel_term
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -203,11 +203,18 @@ class ClsVC(VCSystem):
     # ------------------------------------------------------------------ training
 
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
-                phase: str = "main", f0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                phase: str = "main", f0: torch.Tensor | None = None, par_mel: torch.Tensor | None = None,
+                par_lengths: torch.Tensor | None = None, par_target: torch.Tensor | None = None,
+                par_f0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch (paper Eq. 8 plus the configured remedies). With a
         conversion loss on, row i is converted to row i-1's speaker (row 0 to the last row's;
         batches are random, so neighbours are random speakers). ``f0`` (B, T, 2): the batch's
-        pitch features (needed with ``model.f0_condition``)."""
+        pitch features (needed with ``model.f0_condition``).
+
+        With ``loss.parallel`` > 0 the batch may carry P parallel pairs: source crops ``par_mel``
+        (P, T, M) with ``par_lengths`` (P,) and pitch features ``par_f0`` (P, T, 2), and
+        ``par_target`` (P, T, M), the same words said by another training speaker, aligned frame
+        by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``."""
         perm = None
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
@@ -219,7 +226,29 @@ class ClsVC(VCSystem):
                                  "call voice.fit(...) or voice.set_table((K, 256)) before training (the trainer does)")
             vectors = voice.dvectors[speaker]
         out = self.run(mel, lengths, perm, f0, vectors)
-        return clsvc_losses(out, mel, speaker, self.loss_cfg)
+        total, terms = clsvc_losses(out, mel, speaker, self.loss_cfg)
+        if self.loss_cfg.parallel > 0 and par_mel is not None:
+            assert par_lengths is not None and par_target is not None
+            par = self.parallel_loss(par_mel, par_lengths, par_target, par_f0)
+            total = total + self.loss_cfg.parallel * par
+            terms["parallel"] = par
+            terms["total"] = total
+        return total, terms
+
+    def parallel_loss(self, mel: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
+                      f0: torch.Tensor | None = None) -> torch.Tensor:
+        """The supervised conversion term of parallel pairs: D(C_a, S_b / |S_b|) against b's
+        aligned mel under ``loss.recon_distance``, on both decoder outputs, over valid frames.
+        ``mel`` (P, T, M) source crops (the clean mel: a conversion reads C_x of unperturbed
+        audio), ``lengths`` (P,), ``target`` (P, T, M) the aligned target frames (S_b is encoded
+        from them), ``f0`` (P, T, 2) the source's pitch features with ``model.f0_condition``."""
+        if not self.own_speaker:
+            raise ClsvcError("loss.parallel needs the model's own speaker encoder (model.speaker_encoder own)")
+        _, content, mask = self.encode(mel, lengths)
+        speaker, _, _ = self.encode(target, lengths)
+        assert speaker is not None  # own speaker encoder
+        mel_out, mel_post = self.decode(content, F.normalize(speaker, dim=-1), f0)
+        return parallel_term(mel_out, mel_post, target, mask, self.loss_cfg.recon_distance)
 
     def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None,
             f0: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> ClsVCOutput:

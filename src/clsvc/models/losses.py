@@ -2,7 +2,8 @@
 
 ``total = recon + alpha * code + beta * cls + lambda * adv + convert_code * conv_code
 + convert_cls * conv_cls``. Each term is also returned on its own, with both classifiers'
-accuracies, for logging.
+accuracies, for logging. :func:`parallel_term` is the supervised conversion term of parallel pairs
+(``loss.parallel``), added by the model when a batch carries them.
 """
 
 from __future__ import annotations
@@ -110,3 +111,12 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     terms["total"] = total
     return total, terms
 
+
+
+def parallel_term(mel_out: torch.Tensor, mel_post: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                  distance: str) -> torch.Tensor:
+    """A conversion's two decoder outputs (P, T, M) against the real target's aligned mel
+    (P, T, M), over the valid frames of ``mask`` (P, T): the parallel term (``loss.parallel``)."""
+    target = target.float()
+    return (_distance(mel_post.float(), target, distance, mask)
+            + _distance(mel_out.float(), target, distance, mask))

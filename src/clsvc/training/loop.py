@@ -417,6 +417,11 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             f"{data}: the training speakers differ from those of {last}; resume on the same "
             "preprocessed data"
         )
+    if cfg.loss.parallel > 0 and not train_set.pairs:
+        raise ClsvcError(
+            f"{data}: loss.parallel needs parallel utterances (two training speakers with the same transcript, "
+            "as ARCTIC's prompts.txt gives) and these features have none; set loss.parallel=0"
+        )
     val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries, with_wav=with_wav,
                          hop=cfg.mel.hop_length, with_f0=with_f0)
     cfg.model.n_speakers = len(train_set.speakers)
@@ -465,7 +470,9 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
     model = state.model
     last = run / "checkpoints" / LAST
     t = cfg.train
-    val_batches = (setup.val_set.fixed_batches(t.val_batches, t.batch_size, t.crop_frames, t.pad_value)
+    pairs = t.parallel_pairs if cfg.loss.parallel > 0 else 0  # parallel pairs beside each batch
+    val_batches = (setup.val_set.fixed_batches(t.val_batches, t.batch_size, t.crop_frames, t.pad_value,
+                                               parallel_pairs=pairs)
                    if len(setup.val_set) else [])
     # Step of the last save of last.pt by this command, and the step last.pt holds on disk.
     saved = {"step": -1, "disk": state.step if last.exists() else -1}
@@ -517,6 +524,8 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
             if dist_utils.any_true(over_time or stop.signum != 0, info):
                 break
             batch = train_set.sample(setup.local_bs, t.crop_frames, state.data_gen, t.sampling, t.pad_value)
+            if pairs:
+                batch.parallel = train_set.sample_parallel(pairs, t.crop_frames, state.data_gen, t.pad_value)
             schedule_lrs(state)
             terms = train_step(state, batch, info.device)
             state.elapsed = time.monotonic() - start
