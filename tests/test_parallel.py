@@ -86,3 +86,11 @@ def test_parallel_term_needs_parallel_features_and_a_clsvc(features, tmp_path, c
 
     with pytest.raises(ClsvcError, match="loss.parallel must be 0 unless model.system is clsvc"):
         tiny_config("model.system=autovc", "loss.parallel=1.0")
+
+
+def test_validation_batches_are_the_same_with_or_without_pairs(parallel_features):
+    data = FeatureSet(parallel_features, ("val",))
+    plain = data.fixed_batches(2, 4, 32)
+    paired = data.fixed_batches(2, 4, 32, parallel_pairs=3)
+    assert all(b.parallel is None for b in plain) and all(b.parallel is not None for b in paired)
+    assert all(torch.equal(a.mel, b.mel) and torch.equal(a.speaker, b.speaker) for a, b in zip(plain, paired))

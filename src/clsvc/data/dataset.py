@@ -247,11 +247,14 @@ class FeatureSet:
         """Deterministic batches for validation: the same crops at every evaluation; with
         ``parallel_pairs`` each also carries that many parallel pairs (when the set has any)."""
         gen = torch.Generator().manual_seed(seed)
+        # The pairs come from a generator of their own, so the batches are the same with or
+        # without them and validation figures of runs with and without the term compare.
+        par_gen = torch.Generator().manual_seed(seed + 1)
         n_batches = min(n_batches, max(1, (len(self) + batch_size - 1) // batch_size))
         out = []
         for _ in range(n_batches):
             b = self.sample(batch_size, crop_frames, gen, "utterance", pad_value)
             if parallel_pairs and self.pairs:
-                b.parallel = self.sample_parallel(parallel_pairs, crop_frames, gen, pad_value)
+                b.parallel = self.sample_parallel(parallel_pairs, crop_frames, par_gen, pad_value)
             out.append(b)
         return out
