@@ -442,3 +442,53 @@ def test_global_variance_compensation_of_conversions(models, wavs, tmp_path, cap
         load_config("cpu", TINY + ["convert.gv_max=-1"])
     err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", "--gv-max", "-1"])
     assert "convert.gv_max" in err and not (tmp_path / "neg.pt").exists()
+
+
+def test_contrast_voice_pushes_the_target_away_from_the_source():
+    from clsvc.inference import contrast_voice
+
+    rng = np.random.default_rng(0)
+    t, s = rng.normal(size=(2, 16)).astype(np.float32)
+    unit_t = t / np.linalg.norm(t)
+    np.testing.assert_allclose(contrast_voice(t, s, 0.0), unit_t, atol=1e-6)  # off
+    np.testing.assert_allclose(contrast_voice(t, t * 3.0, 2.0), unit_t, atol=1e-6)  # own voice: unchanged
+    pushed = contrast_voice(t, s, 0.5)
+    assert pushed.dtype == np.float32 and abs(np.linalg.norm(pushed) - 1.0) < 1e-5
+    unit_s = s / np.linalg.norm(s)
+    assert float(pushed @ unit_s) < float(unit_t @ unit_s)  # further from the source ...
+    expected = unit_t + 0.5 * (unit_t - unit_s)
+    np.testing.assert_allclose(pushed, expected / np.linalg.norm(expected), atol=1e-6)  # ... along t - s
+
+
+def test_speaker_contrast_of_conversions(models, wavs, tmp_path, capsys):
+    from clsvc.inference import contrast_voice
+
+    off = clsvc.load(str(models["vc"]))
+    on = clsvc.load(str(models["vc"]), contrast=0.5)
+    assert off.contrast == 0.0 and on.contrast == 0.5
+    ref = on.reference(str(wavs["src"]))
+    spk = on.embed(str(wavs["ref"]))
+    expected = off.convert_mel(ref, contrast_voice(spk, off.voice([ref]), 0.5))
+    assert not np.allclose(expected, off.convert_mel(ref, spk))
+    np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
+    own = on.voice([ref])  # into the source's own voice nothing changes
+    np.testing.assert_allclose(on.convert_mel(ref, own), off.convert_mel(ref, own), atol=1e-5)
+
+    # Kept with an exported model (and overridable per load); the training file is untouched.
+    out = tmp_path / "contrast.pt"
+    assert main(["export", str(models["vc"]), str(out), "--contrast", "0.5"]) == 0
+    assert clsvc.load(str(out)).contrast == 0.5 and clsvc.load(str(out), contrast=0).contrast == 0.0
+    assert main(["info", str(out)]) == 0
+    assert "contrast: 0.5" in capsys.readouterr().out
+    assert load_checkpoint(models["vc"])["config"].get("convert", {}).get("contrast", 0.0) == 0.0
+    for c in ("0", "1"):
+        wav = tmp_path / f"out{c}.wav"
+        assert main(["convert", "--checkpoint", str(out), "--source", str(wavs["src"]), "--target",
+                     str(wavs["ref"]), "--out", str(wav), "--contrast", c]) == 0
+    assert not np.allclose(sf.read(tmp_path / "out0.wav")[0], sf.read(tmp_path / "out1.wav")[0])
+    with pytest.raises(ClsvcError, match="contrast"):
+        clsvc.load(str(models["vc"]), contrast=float("nan"))
+    with pytest.raises(ClsvcError, match="convert.contrast"):
+        load_config("cpu", TINY + ["convert.contrast=-1"])
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", "--contrast", "-1"])
+    assert "convert.contrast" in err and not (tmp_path / "neg.pt").exists()

@@ -313,9 +313,17 @@ class ConvertConfig:
     the conversion's bands are spread by the same ratios, at most ``gv_max`` times. 0 (or anything
     up to 1) = off. Needs a system that can make the source's own voice from its audio (one-shot
     systems).
+
+    ``contrast``: speaker contrast. The target vector t is pushed away from the source's own
+    vector s (both unit): the decoder gets (t + c·(t − s)) / |t + c·(t − s)|. A content code that
+    still carries some of the source's voice pulls a conversion back toward the source; pushing the
+    target vector the other way by ``c`` offsets that pull. 0 = off; a source converted into its
+    own voice is unchanged at any ``c``. Needs a system that can make the source's own voice from
+    its audio (one-shot systems).
     """
 
     gv_max: float = 0.0
+    contrast: float = 0.0
 
 
 @dataclass
@@ -764,7 +772,7 @@ _NON_NEGATIVE = (
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
-    "convert.gv_max",
+    "convert.gv_max", "convert.contrast",
 )
 _POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "vocoder.max_magnitude",
              "vocoder.disc_lr_scale", "optim.lr")

@@ -43,13 +43,14 @@ class Converter:
     seams). ``checkpoint`` names the file (or shipped model) the model came from (for messages
     and reports). ``vocoder``: ``griffin-lim``, a vocoder file or a shipped vocoder's name.
     ``gv_max``: global-variance compensation of conversions (see
-    :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``).
+    :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``). ``contrast``:
+    speaker contrast of conversions (the same class; None = the model's ``convert.contrast``).
     """
 
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
                  device: str | torch.device = "cpu", vocoder: str | Path = DEFAULT_VOCODER,
                  chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model",
-                 gv_max: float | None = None):
+                 gv_max: float | None = None, contrast: float | None = None):
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
         self.cfg = cfg
@@ -64,6 +65,10 @@ class Converter:
         self.gv_max = float(cfg.convert.gv_max if gv_max is None else gv_max)
         if not (np.isfinite(self.gv_max) and self.gv_max >= 0):
             raise ClsvcError(f"gv_max must be a finite number >= 0 (0 = off), not {gv_max}")
+        #: Speaker contrast of conversions (``cfg.convert.contrast`` unless given).
+        self.contrast = float(cfg.convert.contrast if contrast is None else contrast)
+        if not (np.isfinite(self.contrast) and self.contrast >= 0):
+            raise ClsvcError(f"contrast must be a finite number >= 0 (0 = off), not {contrast}")
         self.step = 0
         # Where the weights came from (set by from_checkpoint): the name given, the file, the
         # system, its training step and the weights' SHA-256, for reports that must say which model.
@@ -183,18 +188,23 @@ class Converter:
         chunks, an utterance-level one goes whole to every chunk. A Reference's waveform must be
         the audio its mel was made from (frame t of both at sample t * hop).
 
-        With :attr:`gv_max` above 1 the conversion's bands are spread as the model flattens them
-        (:func:`clsvc.audio.compensate_variance`, measured on its reconstruction of the source in
-        the source's own voice: a second decoding); not for systems that cannot make the source's
-        voice (VAE-VC, StarGAN-VC2) or a mel-only source of a system that needs its audio."""
+        With :attr:`contrast` above 0 the target vector is pushed away from the source's own
+        (:func:`contrast_voice`). With :attr:`gv_max` above 1 the conversion's bands are spread as
+        the model flattens them (:func:`clsvc.audio.compensate_variance`, measured on its
+        reconstruction of the source in the source's own voice: a second decoding). Neither is
+        done for systems that cannot make the source's voice (VAE-VC, StarGAN-VC2) or a mel-only
+        source of a system that needs its audio."""
         ref = source if isinstance(source, Reference) else Reference(np.asarray(source))
         src = self.model.source_condition(ref)  # once: both decodings share it (pitch tracking is slow)
-        out = self._decode(ref, speaker, src)
-        if self.gv_max > 1.0 and self.one_shot:
+        own = None  # the source's own voice vector, which both finishing steps need
+        if (self.gv_max > 1.0 or self.contrast > 0.0) and self.one_shot:
             try:
                 own = self.voice([ref])
             except ClsvcError:  # the voice part needs the audio and only a mel was given
-                return out
+                own = None
+        target = speaker if own is None else contrast_voice(speaker, own, self.contrast)
+        out = self._decode(ref, target, src)
+        if self.gv_max > 1.0 and own is not None:
             out = compensate_variance(out, ref.mel, self._decode(ref, own, src), self.gv_max)
         return out
 
@@ -250,6 +260,21 @@ class Converter:
         ref = self.reference(source)
         own = self.speaker_embedding(speaker) if speaker is not None else self.voice([ref])
         return self.vocode(self.convert_mel(ref, own))
+
+
+def contrast_voice(target: np.ndarray, source: np.ndarray, contrast: float) -> np.ndarray:
+    """Target voice vector (d,) pushed away from the source's own vector (d,) by ``contrast``:
+    (t + c·(t − s)) re-normalised, with t and s the unit vectors (float32, unit norm). ``contrast``
+    0 returns t; a source equal to the target returns t at any ``contrast``. See
+    :class:`~clsvc.config.ConvertConfig`."""
+    t = np.asarray(target, dtype=np.float32)
+    t = t / max(float(np.linalg.norm(t)), 1e-8)
+    if contrast <= 0.0:
+        return t
+    s = np.asarray(source, dtype=np.float32)
+    s = s / max(float(np.linalg.norm(s)), 1e-8)
+    v = t + np.float32(contrast) * (t - s)
+    return (v / max(float(np.linalg.norm(v)), 1e-8)).astype(np.float32)
 
 
 def load(checkpoint: str | Path, device: str | torch.device = "cpu", **kw) -> Converter:
