@@ -411,7 +411,7 @@ def test_half_pairs_and_bad_cards_are_one_line(copy_of):
     assert "kind" in _one_line(e)
 
 
-def test_global_variance_compensation_of_conversions(models, wavs, tmp_path, capsys):
+def test_global_variance_compensation_of_conversions(models, wavs):
     from clsvc.audio import compensate_variance
 
     off = clsvc.load(str(models["vc"]))
@@ -423,25 +423,6 @@ def test_global_variance_compensation_of_conversions(models, wavs, tmp_path, cap
     expected = compensate_variance(plain, ref.mel, off.convert_mel(ref, off.voice([ref])), 2.0)
     assert not np.allclose(expected, plain)
     np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
-
-    # Kept with an exported model (and overridable per load); the training file is untouched.
-    out = tmp_path / "gv.pt"
-    assert main(["export", str(models["vc"]), str(out), "--gv-max", "2"]) == 0
-    assert clsvc.load(str(out)).gv_max == 2.0 and clsvc.load(str(out), gv_max=0).gv_max == 0.0
-    assert main(["info", str(out)]) == 0
-    assert "convert:\n  gv_max: 2.0" in capsys.readouterr().out
-    assert load_checkpoint(models["vc"])["config"].get("convert", {}).get("gv_max", 0.0) == 0.0
-    for gv in ("0", "3"):
-        wav = tmp_path / f"out{gv}.wav"
-        assert main(["convert", "--checkpoint", str(out), "--source", str(wavs["src"]), "--target",
-                     str(wavs["ref"]), "--out", str(wav), "--gv-max", gv]) == 0
-    assert not np.allclose(sf.read(tmp_path / "out0.wav")[0], sf.read(tmp_path / "out3.wav")[0])
-    with pytest.raises(ClsvcError, match="gv_max"):
-        clsvc.load(str(models["vc"]), gv_max=-1.0)
-    with pytest.raises(ClsvcError, match="convert.gv_max"):
-        load_config("cpu", TINY + ["convert.gv_max=-1"])
-    err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", "--gv-max", "-1"])
-    assert "convert.gv_max" in err and not (tmp_path / "neg.pt").exists()
 
 
 def test_contrast_voice_pushes_the_target_away_from_the_source():
@@ -460,7 +441,7 @@ def test_contrast_voice_pushes_the_target_away_from_the_source():
     np.testing.assert_allclose(pushed, expected / np.linalg.norm(expected), atol=1e-6)  # ... along t - s
 
 
-def test_speaker_contrast_of_conversions(models, wavs, tmp_path, capsys):
+def test_speaker_contrast_of_conversions(models, wavs):
     from clsvc.inference import contrast_voice
 
     off = clsvc.load(str(models["vc"]))
@@ -474,21 +455,25 @@ def test_speaker_contrast_of_conversions(models, wavs, tmp_path, capsys):
     own = on.voice([ref])  # into the source's own voice nothing changes
     np.testing.assert_allclose(on.convert_mel(ref, own), off.convert_mel(ref, own), atol=1e-5)
 
-    # Kept with an exported model (and overridable per load); the training file is untouched.
-    out = tmp_path / "contrast.pt"
-    assert main(["export", str(models["vc"]), str(out), "--contrast", "0.5"]) == 0
-    assert clsvc.load(str(out)).contrast == 0.5 and clsvc.load(str(out), contrast=0).contrast == 0.0
+
+@pytest.mark.parametrize("key, value, other", [("gv_max", 2.0, 3.0), ("contrast", 0.5, 1.0)])
+def test_finishing_settings_are_kept_with_an_exported_model(key, value, other, models, wavs, tmp_path, capsys):
+    """convert.gv_max and convert.contrast: stored by `clsvc export`, overridable per load and per
+    `clsvc convert`, checked like any config value; the training file is untouched."""
+    flag = "--" + key.replace("_", "-")
+    out = tmp_path / "kept.pt"
+    assert main(["export", str(models["vc"]), str(out), flag, str(value)]) == 0
+    assert getattr(clsvc.load(str(out)), key) == value and getattr(clsvc.load(str(out), **{key: 0}), key) == 0.0
     assert main(["info", str(out)]) == 0
-    assert "contrast: 0.5" in capsys.readouterr().out
-    assert load_checkpoint(models["vc"])["config"].get("convert", {}).get("contrast", 0.0) == 0.0
-    for c in ("0", "1"):
-        wav = tmp_path / f"out{c}.wav"
+    assert f"  {key}: {value}" in capsys.readouterr().out.split("convert:")[1]
+    assert load_checkpoint(models["vc"])["config"].get("convert", {}).get(key, 0.0) == 0.0
+    for v in (0.0, other):
         assert main(["convert", "--checkpoint", str(out), "--source", str(wavs["src"]), "--target",
-                     str(wavs["ref"]), "--out", str(wav), "--contrast", c]) == 0
-    assert not np.allclose(sf.read(tmp_path / "out0.wav")[0], sf.read(tmp_path / "out1.wav")[0])
-    with pytest.raises(ClsvcError, match="contrast"):
-        clsvc.load(str(models["vc"]), contrast=float("nan"))
-    with pytest.raises(ClsvcError, match="convert.contrast"):
-        load_config("cpu", TINY + ["convert.contrast=-1"])
-    err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", "--contrast", "-1"])
-    assert "convert.contrast" in err and not (tmp_path / "neg.pt").exists()
+                     str(wavs["ref"]), "--out", str(tmp_path / f"out{v}.wav"), flag, str(v)]) == 0
+    assert not np.allclose(sf.read(tmp_path / "out0.0.wav")[0], sf.read(tmp_path / f"out{other}.wav")[0])
+    with pytest.raises(ClsvcError, match=key):
+        clsvc.load(str(models["vc"]), **{key: float("nan")})
+    with pytest.raises(ClsvcError, match=f"convert.{key}"):
+        load_config("cpu", TINY + [f"convert.{key}=-1"])
+    err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", flag, "-1"])
+    assert f"convert.{key}" in err and not (tmp_path / "neg.pt").exists()
