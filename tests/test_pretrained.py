@@ -411,20 +411,6 @@ def test_half_pairs_and_bad_cards_are_one_line(copy_of):
     assert "kind" in _one_line(e)
 
 
-def test_global_variance_compensation_of_conversions(models, wavs):
-    from clsvc.audio import compensate_variance
-
-    off = clsvc.load(str(models["vc"]))
-    on = clsvc.load(str(models["vc"]), gv_max=2.0)
-    assert off.gv_max == 0.0 and on.gv_max == 2.0
-    ref = on.reference(str(wavs["src"]))
-    spk = on.embed(str(wavs["ref"]))
-    plain = off.convert_mel(ref, spk)
-    expected = compensate_variance(plain, ref.mel, off.convert_mel(ref, off.voice([ref])), 2.0)
-    assert not np.allclose(expected, plain)
-    np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
-
-
 def test_contrast_voice_pushes_the_target_away_from_the_source():
     from clsvc.inference import contrast_voice
 
@@ -441,19 +427,29 @@ def test_contrast_voice_pushes_the_target_away_from_the_source():
     np.testing.assert_allclose(pushed, expected / np.linalg.norm(expected), atol=1e-6)  # ... along t - s
 
 
-def test_speaker_contrast_of_conversions(models, wavs):
+def test_finishing_steps_of_conversions(models, wavs):
+    """Global-variance compensation and speaker contrast, each alone and together: contrast
+    chooses the vector the source is decoded with, compensation spreads that decoding's bands
+    by the model's flattening of the source's own voice."""
+    from clsvc.audio import compensate_variance
     from clsvc.inference import contrast_voice
 
     off = clsvc.load(str(models["vc"]))
-    on = clsvc.load(str(models["vc"]), contrast=0.5)
-    assert off.contrast == 0.0 and on.contrast == 0.5
-    ref = on.reference(str(wavs["src"]))
-    spk = on.embed(str(wavs["ref"]))
-    expected = off.convert_mel(ref, contrast_voice(spk, off.voice([ref]), 0.5))
-    assert not np.allclose(expected, off.convert_mel(ref, spk))
-    np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
-    own = on.voice([ref])  # into the source's own voice nothing changes
-    np.testing.assert_allclose(on.convert_mel(ref, own), off.convert_mel(ref, own), atol=1e-5)
+    assert off.gv_max == 0.0 and off.contrast == 0.0
+    ref = off.reference(str(wavs["src"]))
+    spk, own = off.embed(str(wavs["ref"])), off.voice([ref])
+    plain = off.convert_mel(ref, spk)
+    pushed = off.convert_mel(ref, contrast_voice(spk, own, 0.5))
+    flat = off.convert_mel(ref, own)
+    for kw, expected in (({"gv_max": 2.0}, compensate_variance(plain, ref.mel, flat, 2.0)),
+                         ({"contrast": 0.5}, pushed),
+                         ({"gv_max": 2.0, "contrast": 0.5}, compensate_variance(pushed, ref.mel, flat, 2.0))):
+        on = clsvc.load(str(models["vc"]), **kw)
+        assert all(getattr(on, k) == v for k, v in kw.items())
+        assert not np.allclose(expected, plain)
+        np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
+    # into the source's own voice contrast changes nothing
+    np.testing.assert_allclose(clsvc.load(str(models["vc"]), contrast=0.5).convert_mel(ref, own), flat, atol=1e-5)
 
 
 @pytest.mark.parametrize("key, value, other", [("gv_max", 2.0, 3.0), ("contrast", 0.5, 1.0)])
