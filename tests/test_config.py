@@ -19,6 +19,9 @@ def test_builtin_configs_load():
     real, wide = load_config("real"), load_config("real-wide")  # the shipped model's two stages
     assert wide.train.freeze == ("encoder.",) and real.train.freeze == ()
     assert wide.model.dec_lstm_hidden > real.model.dec_lstm_hidden and wide.model.f0_condition
+    fine = load_config("real-finetune")  # its third stage: the same network, L1 and a decaying rate
+    assert fine.model == wide.model and fine.train.freeze == wide.train.freeze
+    assert (fine.loss.recon_distance, fine.optim.schedule, fine.train.max_steps) == ("l1", "cosine", 8000)
     lean = load_config("paper-lean")  # the paper's latent split and losses on narrower layers
     assert (lean.model.speaker_dim, lean.model.content_dim) == (256, 32) and lean.loss == paper.loss
     assert lean.model.dec_lstm_hidden < paper.model.dec_lstm_hidden and lean.train == paper.train

@@ -152,8 +152,9 @@ def test_no_shipped_models(tmp_path, monkeypatch, capsys):
 
 
 def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
-    """The package's own `arctic`: its card matches its weights, it names the ARCTIC voices, and
-    it converts a second of audio to one of them by name and one-shot."""
+    """The package's own `arctic`: its card matches its weights, it names the ARCTIC voices, it
+    keeps the speaker contrast it was measured with, and it converts a second of audio to one of
+    them by name and one-shot."""
     monkeypatch.delenv(pretrained.ENV, raising=False)
     assert pretrained.folder() == Path(pretrained.__file__).resolve().parent
     shipped = {m.name: m.kind for m in pretrained.available()}
@@ -163,6 +164,7 @@ def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
     assert all(d["licence"] for d in card["data"])
     conv = clsvc.load("arctic")
     assert {"bdl", "slt", "cathy"} <= set(conv.speakers)
+    assert conv.contrast == 0.25  # its card's figures were measured with the contrast it stores
     t = np.arange(16000) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
     out = conv.convert(wav, target_speaker="slt")
