@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_write_result_replaces_earlier_files(tmp_path, capsys):
     assert capsys.readouterr().out == "new\n"
 
 
-@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load"])
+@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load", "paired"])
 def test_scripts_use_the_shared_writer_when_loaded_by_path(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the import must not depend on the working directory
     mod = _load(name)
@@ -93,3 +94,37 @@ def test_speed_times_the_lean_paper_network_against_autovc():
     rows = speed.train_speed(list(speed.TRAIN_CONFIGS), batch=2, frames=32, rounds=1, warmup=0)
     assert [r["system"] for r in rows] == ["autovc", "clsvc", "clsvc"] and rows[0]["ratio"] == 1.0
     assert all(r["s_per_step"] > 0 for r in rows) and rows[2]["weights"] < rows[1]["weights"]
+
+
+def _scores(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    """A minimal scores.csv: (pair, condition, kind, wer) rows."""
+    lines = ["pair,condition,kind,wer"] + [",".join(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_paired_differences_use_only_the_pairs_both_runs_scored(tmp_path, capsys):
+    mod = _load("paired")
+    a = _scores(tmp_path / "a.csv", [("p1", "seen", "converted", "0.5"), ("p2", "seen", "converted", "0.3"),
+                                     ("p3", "seen", "converted", "0.9"), ("p1b", "seen", "bound", "0.1"),
+                                     ("u1", "unseen", "converted", "0.8")])
+    b = _scores(tmp_path / "b.csv", [("p1", "seen", "converted", "0.4"), ("p2", "seen", "converted", "0.1"),
+                                     ("p3", "seen", "converted", ""), ("p4", "seen", "converted", "0.0")])
+    mod.main([str(a), str(b), "--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["shared_pairs"] == 3  # p1, p2, p3; bound rows, other conditions and p4 (A lacks it) are out
+    (wer,) = res["metrics"]  # the only metric column present
+    assert wer["n"] == 2  # p3 has no WER in B
+    assert wer["a"] == pytest.approx(0.4) and wer["b"] == pytest.approx(0.25)
+    assert wer["diff"] == pytest.approx(-0.15)
+    assert wer["ci95"] == pytest.approx(12.706 * np.std([-0.1, -0.2], ddof=1) / np.sqrt(2), rel=1e-3)  # Student t, 1 df
+    assert "| wer | 2 | 0.400 | 0.250 | -0.150" in capsys.readouterr().out
+
+
+def test_paired_refuses_runs_without_shared_pairs(tmp_path):
+    mod = _load("paired")
+    a = _scores(tmp_path / "a.csv", [("p1", "seen", "converted", "0.5")])
+    b = _scores(tmp_path / "b.csv", [("p9", "seen", "converted", "0.5")])
+    with pytest.raises(SystemExit, match="share no seen pairs"):
+        mod.main([str(a), str(b), "--out", str(tmp_path / "r.json")])
+    assert not (tmp_path / "r.json").exists()
