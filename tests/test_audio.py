@@ -313,3 +313,30 @@ def test_compensate_variance_spreads_each_band_as_the_reconstruction_flattens_it
     assert compensate_variance(conv, src, recon, 1.0) is conv  # off
     loud = compensate_variance(np.clip(conv + 0.55, 0, 1), src, recon, 3.0)
     assert loud.min() >= 0.0 and loud.max() <= 1.0  # stays a valid normalised mel
+
+
+def test_follow_level_contour_carries_the_sources_loudness_movement_and_nothing_else():
+    from clsvc.audio import follow_level_contour
+
+    rng = np.random.default_rng(0)
+    t = np.arange(300)
+    # The source rises and falls four times a second (syllables); the conversion, another
+    # voice (another spectral shape, a lower mean level), moves half as much.
+    envelope = 0.1 * np.sin(2 * np.pi * 4 * t * 256 / 16000)
+    src = np.clip(0.5 + envelope[:, None] + 0.02 * rng.standard_normal((300, 80)), 0, 1).astype(np.float32)
+    shape = np.linspace(-0.1, 0.1, 80)[None, :]
+    conv = (0.4 + shape + 0.5 * envelope[:, None]).astype(np.float32)
+    out = follow_level_contour(conv, src, 1.0)
+    contour = lambda m: m.mean(1) - m.mean()  # noqa: E731
+    np.testing.assert_allclose(contour(out), contour(src), atol=1e-5)  # the source's movement ...
+    np.testing.assert_allclose(out.mean(0) - out.mean(), conv.mean(0) - conv.mean(), atol=1e-5)  # ... its shape
+    np.testing.assert_allclose(out.mean(), conv.mean(), atol=1e-5)  # ... and its level
+    half = follow_level_contour(conv, src, 0.5)
+    np.testing.assert_allclose(contour(half), 0.5 * (contour(src) + contour(conv)), atol=1e-5)
+    assert out.dtype == np.float32 and out.shape == conv.shape
+    assert follow_level_contour(conv, src, 0.0) is conv  # off
+    assert follow_level_contour(conv, conv, 1.0).tolist() == conv.tolist()  # its own contour: unchanged
+    loud = follow_level_contour(np.clip(conv + 0.55, 0, 1), src * 0 + np.repeat([[0.0], [1.0]], 150, 0), 1.0)
+    assert loud.min() >= 0.0 and loud.max() <= 1.0  # stays a valid normalised mel
+    with pytest.raises(ClsvcError, match="same frames"):
+        follow_level_contour(conv, src[:-1], 1.0)

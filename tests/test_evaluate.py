@@ -243,8 +243,8 @@ def test_evaluate_cli_writes_report_metrics_plots_and_samples(eval_data, cli, tm
     assert "## Table 1" in report and "MCD audio" in report and "± " in report and "Protocol" in report
     assert m["meta"]["contrast"] == 0.0 and "contrast" not in report.split("\n")[2]  # off: not named
     from clsvc.evaluation.report import render
-    header = render({**m, "meta": {**m["meta"], "contrast": 0.5, "gv_max": 2.0}}).split("\n")[2]
-    assert "gv-max 2; contrast 0.5" in header  # finishing settings are part of what was scored
+    header = render({**m, "meta": {**m["meta"], "contrast": 0.5, "gv_max": 2.0, "contour": 1.0}}).split("\n")[2]
+    assert "gv-max 2; contrast 0.5; contour 1" in header  # finishing settings are part of what was scored
     for png in ("fig3_similarity", "fig4a_identification", "fig5_tsne"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     assert len(list((out / "samples").glob("*_converted.wav"))) == 2

@@ -153,7 +153,7 @@ def test_no_shipped_models(tmp_path, monkeypatch, capsys):
 
 def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
     """The package's own `arctic`: its card matches its weights, it names the ARCTIC voices, it
-    keeps the speaker contrast it was measured with, and it converts a second of audio to one of
+    keeps the speaker contrast and level contour it was measured with, and it converts a second of audio to one of
     them by name and one-shot."""
     monkeypatch.delenv(pretrained.ENV, raising=False)
     assert pretrained.folder() == Path(pretrained.__file__).resolve().parent
@@ -164,7 +164,7 @@ def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
     assert all(d["licence"] for d in card["data"])
     conv = clsvc.load("arctic")
     assert {"bdl", "slt", "cathy"} <= set(conv.speakers)
-    assert conv.contrast == 0.25  # its card's figures were measured with the contrast it stores
+    assert (conv.contrast, conv.contour) == (0.25, 1.0)  # its card's figures were measured with these
     t = np.arange(16000) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
     out = conv.convert(wav, target_speaker="slt")
@@ -432,12 +432,12 @@ def test_contrast_voice_pushes_the_target_away_from_the_source():
 def test_finishing_steps_of_conversions(models, wavs):
     """Global-variance compensation and speaker contrast, each alone and together: contrast
     chooses the vector the source is decoded with, compensation spreads that decoding's bands
-    by the model's flattening of the source's own voice."""
-    from clsvc.audio import compensate_variance
+    by the model's flattening of the source's own voice; the level contour finishes the result."""
+    from clsvc.audio import compensate_variance, follow_level_contour
     from clsvc.inference import contrast_voice
 
     off = clsvc.load(str(models["vc"]))
-    assert off.gv_max == 0.0 and off.contrast == 0.0
+    assert off.gv_max == 0.0 and off.contrast == 0.0 and off.contour == 0.0
     ref = off.reference(str(wavs["src"]))
     spk, own = off.embed(str(wavs["ref"])), off.voice([ref])
     plain = off.convert_mel(ref, spk)
@@ -450,13 +450,17 @@ def test_finishing_steps_of_conversions(models, wavs):
         assert all(getattr(on, k) == v for k, v in kw.items())
         assert not np.allclose(expected, plain)
         np.testing.assert_allclose(on.convert_mel(ref, spk), expected, atol=1e-6)
+    # the level contour comes last, on whatever the others made
+    both = clsvc.load(str(models["vc"]), contrast=0.5, contour=1.0)
+    np.testing.assert_allclose(both.convert_mel(ref, spk), follow_level_contour(pushed, ref.mel, 1.0), atol=1e-6)
+    assert not np.allclose(follow_level_contour(pushed, ref.mel, 1.0), pushed)
     # into the source's own voice contrast changes nothing
     np.testing.assert_allclose(clsvc.load(str(models["vc"]), contrast=0.5).convert_mel(ref, own), flat, atol=1e-5)
 
 
-@pytest.mark.parametrize("key, value, other", [("gv_max", 2.0, 3.0), ("contrast", 0.5, 1.0)])
+@pytest.mark.parametrize("key, value, other", [("gv_max", 2.0, 3.0), ("contrast", 0.5, 1.0), ("contour", 0.5, 1.0)])
 def test_finishing_settings_are_kept_with_an_exported_model(key, value, other, models, wavs, tmp_path, capsys):
-    """convert.gv_max and convert.contrast: stored by `clsvc export`, overridable per load and per
+    """convert.gv_max, convert.contrast and convert.contour: stored by `clsvc export`, overridable per load and per
     `clsvc convert`, checked like any config value; the training file is untouched."""
     flag = "--" + key.replace("_", "-")
     out = tmp_path / "kept.pt"

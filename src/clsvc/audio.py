@@ -324,6 +324,30 @@ def compensate_variance(converted: np.ndarray, source: np.ndarray, reconstructio
     return np.clip(mean + (converted - mean) * ratio, 0.0, 1.0).astype(np.float32)
 
 
+def follow_level_contour(converted: np.ndarray, source: np.ndarray, weight: float) -> np.ndarray:
+    """A converted mel given its source's level contour: how loud each frame is against the
+    utterance's mean, the syllable-rate rise and fall that a decoder trained on an L1/L2 loss
+    smooths away (onsets, stop closures, unstressed syllables) and a recogniser relies on.
+
+    Both are normalised log-mels (frames, n_mels) in [0, 1] of the same frames (a conversion keeps
+    its source's). Per frame, the mean over all bands of each, less its mean over the utterance,
+    is the contour; ``converted`` moves by ``weight`` times the difference of the two, in every
+    band alike, then is clipped to [0, 1]. The conversion's own mean level and spectral shape
+    (where the target voice is) stay as they were: one number per frame is carried over, and
+    carrying it per band group carried the source's voice with it (BENCHMARKS.md, stop 28).
+    ``weight`` 0 returns ``converted``; 1 gives it the source's contour. Returns float32 (frames,
+    n_mels).
+    """
+    if weight <= 0.0:
+        return converted
+    if converted.shape != source.shape:
+        raise ClsvcError(f"the level contour needs the conversion and its source on the same frames: "
+                         f"{converted.shape} vs {source.shape}")
+    src, out = source.mean(1), converted.mean(1)
+    shift = (src - src.mean()) - (out - out.mean())
+    return np.clip(converted + weight * shift[:, None], 0.0, 1.0).astype(np.float32)
+
+
 def trim_silence(wav: np.ndarray, top_db: float, cfg: MelConfig) -> np.ndarray:
     """Cut leading/trailing parts quieter than ``top_db`` below the peak (keeps the middle)."""
     import librosa

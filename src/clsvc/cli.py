@@ -40,6 +40,10 @@ CONTRAST_HELP = ("speaker contrast: push the target voice vector away from the s
                  "((t + C(t - s)) re-normalised), offsetting the source voice the content code still carries; "
                  "0 = off (default: the model's convert.contrast; the shipped arctic: see `clsvc info arctic`)")
 
+CONTOUR_HELP = ("level contour: give the conversion its source's frame-by-frame loudness movement, which the "
+                "decoder smooths (and the words with it), with weight W; 0 = off, 1 = all of it (default: the "
+                "model's convert.contour; the shipped arctic: see `clsvc info arctic`)")
+
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -207,7 +211,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
             raise ClsvcError("--out-root and --allow-outside apply to --list only")
         out = Path(a.out)
         _writable_output(out, a.force)
-        vc = load(a.checkpoint, device=_device(a.device), vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast)
+        vc = load(a.checkpoint, device=_device(a.device), vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast,
+                  contour=a.contour)
         wav = vc.convert(a.source, a.target or None, a.target_speaker)
         _save_wav(out, wav, vc.sample_rate, a.force)
         print(f"wrote {a.out} ({len(wav) / vc.sample_rate:.2f} s)")
@@ -218,7 +223,8 @@ def cmd_convert(a: argparse.Namespace) -> None:
     if not jobs:
         print(f"wrote 0 files{note}")
         return
-    vc = load(a.checkpoint, device=device, vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast)
+    vc = load(a.checkpoint, device=device, vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast,
+                  contour=a.contour)
     from tqdm import tqdm
 
     done = 0
@@ -333,14 +339,15 @@ def cmd_export(a: argparse.Namespace) -> None:
                              "training and bench")
         _writable_output(out.with_suffix(".json"), a.force, flag="OUT")
         pt, js = ship(a.checkpoint, out, read_yaml(card_path, "card"), force=a.force,
-                      griffin_lim_iters=a.griffin_lim_iters, gv_max=a.gv_max, contrast=a.contrast)
+                      griffin_lim_iters=a.griffin_lim_iters, gv_max=a.gv_max, contrast=a.contrast,
+                      contour=a.contour)
         print(f"wrote {pt} ({pt.stat().st_size / 2**20:.1f} MB, float16) and its card {js}; copy both into "
               "clsvc/pretrained/ to ship the model by name")
         return
     with atomic_path(out, suffix=".tmp.pt", exclusive=not a.force) as tmp:
         # save_checkpoint writes straight into this block's temp
         export_model(a.checkpoint, tmp, dtype=dtype, griffin_lim_iters=a.griffin_lim_iters, gv_max=a.gv_max,
-                     contrast=a.contrast)
+                     contrast=a.contrast, contour=a.contour)
     half = ", float16 weights" if a.fp16 else ""
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB{half}): weights, config and speakers for inference")
 
@@ -368,7 +375,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     device = str(_device(a.device))
     metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=device,
                        vocoder=a.vocoder, reference_cache=not a.no_reference_cache, gv_max=a.gv_max,
-                       contrast=a.contrast,
+                       contrast=a.contrast, contour=a.contour,
                        force=a.force, progress=not a.quiet, title=a.title)
     for group, kinds in metrics["summary"].items():
         if "/" in group or "converted" not in kinds:
@@ -530,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.add_argument("--gv-max", type=float, metavar="X", help=GV_HELP)
     s.add_argument("--contrast", type=float, metavar="C", help=CONTRAST_HELP)
+    s.add_argument("--contour", type=float, metavar="W", help=CONTOUR_HELP)
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("embed", help="speaker embeddings of wav files")
@@ -565,6 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--contrast", type=float, metavar="C",
                    help="store C as the model's speaker contrast (convert.contrast: what converting with it "
                         "uses unless told otherwise; 0 = off) instead of the training run's")
+    s.add_argument("--contour", type=float, metavar="W",
+                   help="store W as the model's level-contour weight (convert.contour: what converting with it "
+                        "uses unless told otherwise; 0 = off) instead of the training run's")
     s.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     s.set_defaults(func=cmd_export)
 
@@ -583,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vocoder", default=DEFAULT_VOCODER, help=VOCODER_HELP)
     s.add_argument("--gv-max", type=float, metavar="X", help=GV_HELP)
     s.add_argument("--contrast", type=float, metavar="C", help=CONTRAST_HELP)
+    s.add_argument("--contour", type=float, metavar="W", help=CONTOUR_HELP)
     s.add_argument("--no-reference-cache", action="store_true",
                    help="neither read nor write DATA/eval-cache.npz (the speakers' Resemblyzer centroids and "
                         "pitch levels, which depend only on the recordings, kept between evaluations)")

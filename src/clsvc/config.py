@@ -320,10 +320,16 @@ class ConvertConfig:
     target vector the other way by ``c`` offsets that pull. 0 = off; a source converted into its
     own voice is unchanged at any ``c``. Needs a system that can make the source's own voice from
     its audio (one-shot systems).
+
+    ``contour``: level contour. The conversion takes its source's frame-by-frame loudness
+    movement (:func:`clsvc.audio.follow_level_contour`): the decoder smooths the syllable-rate rise
+    and fall of the level, which costs words; ``contour`` is the weight of the source's (0 = off,
+    1 = all of it). Any system: it needs only the source's mel.
     """
 
     gv_max: float = 0.0
     contrast: float = 0.0
+    contour: float = 0.0
 
 
 @dataclass
@@ -772,7 +778,7 @@ _NON_NEGATIVE = (
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
-    "convert.gv_max", "convert.contrast",
+    "convert.gv_max", "convert.contrast", "convert.contour",
 )
 _POSITIVE = ("mel.amp_floor", "model.cosine_scale", "stargan.disc_lr_scale", "vocoder.max_magnitude",
              "vocoder.disc_lr_scale", "optim.lr")

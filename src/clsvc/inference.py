@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import check_waveform, compensate_variance, load_wav, wav_to_mel
+from .audio import check_waveform, compensate_variance, follow_level_contour, load_wav, wav_to_mel
 from .checkpoint import HASH_KEY, model_from_checkpoint, weights_sha256
 from .config import Config
 from .devices import pick_device
@@ -45,12 +45,14 @@ class Converter:
     ``gv_max``: global-variance compensation of conversions (see
     :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``). ``contrast``:
     speaker contrast of conversions (the same class; None = the model's ``convert.contrast``).
+    ``contour``: the weight of the source's level contour in conversions (likewise;
+    ``convert.contour``).
     """
 
     def __init__(self, model: VCSystem, cfg: Config, speakers: list[str], speaker_table: torch.Tensor | None,
                  device: str | torch.device = "cpu", vocoder: str | Path = DEFAULT_VOCODER,
                  chunk_frames: int = 1024, overlap_frames: int = 64, checkpoint: str = "model",
-                 gv_max: float | None = None, contrast: float | None = None):
+                 gv_max: float | None = None, contrast: float | None = None, contour: float | None = None):
         self.device = pick_device(str(device))
         self.model = model.to(self.device).eval()
         self.cfg = cfg
@@ -69,6 +71,10 @@ class Converter:
         self.contrast = float(cfg.convert.contrast if contrast is None else contrast)
         if not (np.isfinite(self.contrast) and self.contrast >= 0):
             raise ClsvcError(f"contrast must be a finite number >= 0 (0 = off), not {contrast}")
+        #: Weight of the source's level contour in conversions (``cfg.convert.contour`` unless given).
+        self.contour = float(cfg.convert.contour if contour is None else contour)
+        if not (np.isfinite(self.contour) and self.contour >= 0):
+            raise ClsvcError(f"contour must be a finite number >= 0 (0 = off), not {contour}")
         self.step = 0
         # Where the weights came from (set by from_checkpoint): the name given, the file, the
         # system, its training step and the weights' SHA-256, for reports that must say which model.
@@ -193,7 +199,8 @@ class Converter:
         the model flattens them (:func:`clsvc.audio.compensate_variance`, measured on its
         reconstruction of the source in the source's own voice: a second decoding). Neither is
         done for systems that cannot make the source's voice (VAE-VC, StarGAN-VC2) or a mel-only
-        source of a system that needs its audio."""
+        source of a system that needs its audio. Last, with :attr:`contour` above 0, the result
+        follows the source's level contour (:func:`clsvc.audio.follow_level_contour`; any system)."""
         ref = source if isinstance(source, Reference) else Reference(np.asarray(source))
         src = self.model.source_condition(ref)  # once: both decodings share it (pitch tracking is slow)
         own = None  # the source's own voice vector, which both finishing steps need
@@ -206,7 +213,7 @@ class Converter:
         out = self._decode(ref, target, src)
         if self.gv_max > 1.0 and own is not None:
             out = compensate_variance(out, ref.mel, self._decode(ref, own, src), self.gv_max)
-        return out
+        return follow_level_contour(out, ref.mel, self.contour)
 
     def _decode(self, ref: Reference, speaker: np.ndarray, src: torch.Tensor | None) -> np.ndarray:
         """The model's conversion of ``ref`` into ``speaker`` (frames, n_mels), chunk by chunk,

@@ -112,7 +112,8 @@ def render(metrics: dict[str, Any]) -> str:
     n_pairs = meta["pairs"]
     counts = (f"{n_pairs.get('seen', 0)} seen, {n_pairs['any2many']} any-to-many and " if n_pairs.get("any2many")
               else f"{n_pairs.get('seen', 0)} seen and ")
-    finish = "".join(f"; {name} {meta[key]:g}" for key, name in (("gv_max", "gv-max"), ("contrast", "contrast"))
+    finish = "".join(f"; {name} {meta[key]:g}" for key, name in (("gv_max", "gv-max"), ("contrast", "contrast"),
+                                                        ("contour", "contour"))
                      if meta.get(key))  # the converter's finishing settings, when on
     lines += [f"{what}; vocoder `{vocoder}`{finish}; corpus `{meta['data']}`; {counts}"
               f"{n_pairs.get('unseen', 0)} one-shot pairs ({meta['parallel_pairs']} with a "

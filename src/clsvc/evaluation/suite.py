@@ -55,7 +55,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
              force: bool = False, progress: bool = True, title: str | None = None,
              bounds_cache: str | Path | None = None, vocoder: str = DEFAULT_VOCODER,
              reference_cache: bool = True, gv_max: float | None = None,
-             contrast: float | None = None) -> dict[str, Any]:
+             contrast: float | None = None, contour: float | None = None) -> dict[str, Any]:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
@@ -68,7 +68,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     centroids and pitch levels, which depend only on the real recordings, in ``data``'s
     :data:`~.refcache.FILE_NAME` (:mod:`.refcache`), so the next evaluation of the corpus skips them.
     ``gv_max``: the converter's global-variance compensation (None: the model's own); ``contrast``:
-    its speaker contrast (likewise).
+    its speaker contrast, ``contour``: its level-contour weight (likewise).
     """
     cfg = cfg or EvalConfig()
     if cfg.seen_target not in ("table", "refs"):
@@ -89,7 +89,8 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     if checkpoint is not None:
         from ..inference import load
 
-        vc = load(checkpoint, device=device, vocoder=vocoder, gv_max=gv_max, contrast=contrast)
+        vc = load(checkpoint, device=device, vocoder=vocoder, gv_max=gv_max, contrast=contrast,
+                  contour=contour)
         diff = vc.mel_cfg.differences(feats_mel)  # Griffin-Lim's iteration count shapes no feature
         if diff:
             raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint} "
@@ -123,7 +124,8 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
                              "pairs_csv": str(pairs_csv) if pairs_csv else None,
                              "data": str(data), "title": title, "vocoder": str(vocoder),
                              "gv_max": vc.gv_max if vc is not None else None,
-                             "contrast": vc.contrast if vc is not None else None},
+                             "contrast": vc.contrast if vc is not None else None,
+                             "contour": vc.contour if vc is not None else None},
                        vocoder=vocoder, device=device)
     return metrics
 
