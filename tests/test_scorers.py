@@ -209,3 +209,25 @@ def test_transcribe_recognises_read_speech(asr, speech):
     noisy = wav + 0.05 * np.random.default_rng(0).standard_normal(len(wav)).astype(np.float32)
     assert asr.error_rates(text, asr.transcribe(noisy))["wer"] >= 0.5
     assert asr.transcribe(np.zeros(0, np.float32)) == ""
+
+
+def test_transcribe_hears_each_utterance_afresh(asr, speech):
+    """What was transcribed before changes nothing: the same (degraded, so borderline) audio gives
+    the same words after silence, after loud noise and after other speech, and the same words as
+    a recogniser that never heard anything else."""
+    import pocketsphinx
+
+    wav, _ = speech
+    rng = np.random.default_rng(1)
+    hard = wav + 0.02 * rng.standard_normal(len(wav)).astype(np.float32)
+    before = [np.zeros(8000, np.float32), (0.5 * rng.standard_normal(48000)).astype(np.float32),
+              0.1 * wav[::-1].copy(), np.clip(wav * 8, -1, 1)]
+    heard = []
+    for other in before:
+        asr.transcribe(other)
+        heard.append(asr.transcribe(hard))
+    fresh = pocketsphinx.Decoder(samprate=asr.ASR_RATE, loglevel="FATAL")
+    fresh.start_utt()
+    fresh.process_raw((np.clip(hard, -1, 1) * 32767).astype("<i2").tobytes(), full_utt=True)
+    fresh.end_utt()
+    assert heard == [asr.normalize_text(fresh.hyp().hypstr)] * len(before), heard

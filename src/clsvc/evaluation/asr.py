@@ -28,11 +28,13 @@ def available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _decoder():
+    """The recogniser (loaded once) and its initial cepstral mean."""
     import pocketsphinx
 
     # Default model = the bundled en-us HMM, en-us.lm.bin and cmudict-en-us.dict.
     # loglevel FATAL silences the INFO/WARN chatter the C library prints to stderr.
-    return pocketsphinx.Decoder(samprate=ASR_RATE, loglevel="FATAL")
+    dec = pocketsphinx.Decoder(samprate=ASR_RATE, loglevel="FATAL")
+    return dec, dec.get_cmn(False)
 
 
 def transcribe(wav: np.ndarray, sample_rate: int = ASR_RATE) -> str:
@@ -46,7 +48,12 @@ def transcribe(wav: np.ndarray, sample_rate: int = ASR_RATE) -> str:
         x = soxr.resample(x, sample_rate, ASR_RATE, quality="HQ").astype(np.float32)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
-    dec = _decoder()
+    dec, cmn = _decoder()
+    # Each utterance as a fresh recogniser hears it: the front end's noise estimate and the
+    # cepstral mean otherwise carry over from the utterance before, so the same audio could be
+    # heard differently depending on what was transcribed first (BENCHMARKS.md, stop 28).
+    dec.reinit_feat()
+    dec.set_cmn(cmn)
     dec.start_utt()
     dec.process_raw(pcm.tobytes(), full_utt=True)
     dec.end_utt()
