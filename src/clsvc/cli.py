@@ -224,7 +224,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
         print(f"wrote 0 files{note}")
         return
     vc = load(a.checkpoint, device=device, vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast,
-                  contour=a.contour)
+              contour=a.contour)
     from tqdm import tqdm
 
     done = 0
