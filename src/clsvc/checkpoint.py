@@ -329,15 +329,14 @@ def _to_dtype(state: Mapping[str, torch.Tensor], dtype: torch.dtype, where: str)
 
 
 def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = torch.float32,
-                 griffin_lim_iters: int | None = None, gv_max: float | None = None,
-                 contrast: float | None = None, contour: float | None = None) -> Path:
+                 griffin_lim_iters: int | None = None, convert: Mapping[str, float] | None = None) -> Path:
     """Write the inference-only file of ``checkpoint`` to ``out`` (see the module docstring),
     its floating-point weights stored as ``dtype`` (float32, or float16: half the size).
     ``griffin_lim_iters``: store this many Griffin-Lim iterations in the file's mel config (what
     a converter of the file uses without a neural vocoder; it shapes no feature), instead of the
-    training run's. ``gv_max``: store this global-variance compensation (``convert.gv_max``,
-    :class:`~clsvc.config.ConvertConfig`) instead of the run's; ``contrast``: likewise the speaker
-    contrast (``convert.contrast``), ``contour`` the level-contour weight (``convert.contour``)."""
+    training run's. ``convert``: finishing settings to store instead of the run's, by
+    :class:`~clsvc.config.ConvertConfig` field (e.g. ``{"contrast": 0.25}``; checked like any
+    config value)."""
     names = {v: k for k, v in STORED_DTYPES.items()}
     if dtype not in names:
         raise ValueError(f"dtype must be one of {', '.join(STORED_DTYPES)}, not {dtype}")
@@ -348,12 +347,8 @@ def export_model(checkpoint: str | Path, out: str | Path, dtype: torch.dtype = t
     config = copy.deepcopy(ckpt["config"])
     if griffin_lim_iters is not None:
         config.setdefault("mel", {})["griffin_lim_iters"] = int(griffin_lim_iters)
-    if gv_max is not None:
-        config.setdefault("convert", {})["gv_max"] = float(gv_max)
-    if contrast is not None:
-        config.setdefault("convert", {})["contrast"] = float(contrast)
-    if contour is not None:
-        config.setdefault("convert", {})["contour"] = float(contour)
+    for key, value in (convert or {}).items():
+        config.setdefault("convert", {})[key] = float(value)
     config_from_dict(config, f"{checkpoint} with the export options")  # the config's own rules, before writing
     payload = {
         "kind": INFERENCE,

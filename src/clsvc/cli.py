@@ -45,6 +45,12 @@ CONTOUR_HELP = ("level contour: give the conversion its source's frame-by-frame 
                 "model's convert.contour; the shipped arctic: see `clsvc info arctic`)")
 
 
+def _finishing(a: argparse.Namespace) -> dict[str, float]:
+    """The finishing settings given on the command line (--gv-max, --contrast, --contour), by
+    ConvertConfig field; those not given are left to the model."""
+    return {k: v for k in ("gv_max", "contrast", "contour") if (v := getattr(a, k, None)) is not None}
+
+
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -211,8 +217,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
             raise ClsvcError("--out-root and --allow-outside apply to --list only")
         out = Path(a.out)
         _writable_output(out, a.force)
-        vc = load(a.checkpoint, device=_device(a.device), vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast,
-                  contour=a.contour)
+        vc = load(a.checkpoint, device=_device(a.device), vocoder=a.vocoder, **_finishing(a))
         wav = vc.convert(a.source, a.target or None, a.target_speaker)
         _save_wav(out, wav, vc.sample_rate, a.force)
         print(f"wrote {a.out} ({len(wav) / vc.sample_rate:.2f} s)")
@@ -223,8 +228,7 @@ def cmd_convert(a: argparse.Namespace) -> None:
     if not jobs:
         print(f"wrote 0 files{note}")
         return
-    vc = load(a.checkpoint, device=device, vocoder=a.vocoder, gv_max=a.gv_max, contrast=a.contrast,
-              contour=a.contour)
+    vc = load(a.checkpoint, device=device, vocoder=a.vocoder, **_finishing(a))
     from tqdm import tqdm
 
     done = 0
@@ -339,15 +343,14 @@ def cmd_export(a: argparse.Namespace) -> None:
                              "training and bench")
         _writable_output(out.with_suffix(".json"), a.force, flag="OUT")
         pt, js = ship(a.checkpoint, out, read_yaml(card_path, "card"), force=a.force,
-                      griffin_lim_iters=a.griffin_lim_iters, gv_max=a.gv_max, contrast=a.contrast,
-                      contour=a.contour)
+                      griffin_lim_iters=a.griffin_lim_iters, convert=_finishing(a))
         print(f"wrote {pt} ({pt.stat().st_size / 2**20:.1f} MB, float16) and its card {js}; copy both into "
               "clsvc/pretrained/ to ship the model by name")
         return
     with atomic_path(out, suffix=".tmp.pt", exclusive=not a.force) as tmp:
         # save_checkpoint writes straight into this block's temp
-        export_model(a.checkpoint, tmp, dtype=dtype, griffin_lim_iters=a.griffin_lim_iters, gv_max=a.gv_max,
-                     contrast=a.contrast, contour=a.contour)
+        export_model(a.checkpoint, tmp, dtype=dtype, griffin_lim_iters=a.griffin_lim_iters,
+                     convert=_finishing(a))
     half = ", float16 weights" if a.fp16 else ""
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB{half}): weights, config and speakers for inference")
 
@@ -374,8 +377,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         raise ClsvcError("pass --out DIR (the report folder)")
     device = str(_device(a.device))
     metrics = evaluate(a.out, a.data, checkpoint=a.checkpoint, pairs_csv=a.pairs, cfg=cfg, device=device,
-                       vocoder=a.vocoder, reference_cache=not a.no_reference_cache, gv_max=a.gv_max,
-                       contrast=a.contrast, contour=a.contour,
+                       vocoder=a.vocoder, reference_cache=not a.no_reference_cache, convert=_finishing(a),
                        force=a.force, progress=not a.quiet, title=a.title)
     for group, kinds in metrics["summary"].items():
         if "/" in group or "converted" not in kinds:

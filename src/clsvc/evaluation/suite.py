@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +55,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
              pairs_csv: str | Path | None = None, cfg: EvalConfig | None = None, device: str = "cpu",
              force: bool = False, progress: bool = True, title: str | None = None,
              bounds_cache: str | Path | None = None, vocoder: str = DEFAULT_VOCODER,
-             reference_cache: bool = True, gv_max: float | None = None,
-             contrast: float | None = None, contour: float | None = None) -> dict[str, Any]:
+             reference_cache: bool = True, convert: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Build (or read) the protocol, convert, score, and write the report folder ``out``.
 
     Give ``checkpoint`` to convert with a clsvc model, or ``pairs_csv`` (a pair list whose
@@ -67,8 +67,8 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     (``clsvc experiment``) then score the bounds once. ``reference_cache``: keep the speakers'
     centroids and pitch levels, which depend only on the real recordings, in ``data``'s
     :data:`~.refcache.FILE_NAME` (:mod:`.refcache`), so the next evaluation of the corpus skips them.
-    ``gv_max``: the converter's global-variance compensation (None: the model's own); ``contrast``:
-    its speaker contrast, ``contour``: its level-contour weight (likewise).
+    ``convert``: the converter's finishing settings by :class:`~clsvc.config.ConvertConfig` field
+    (``gv_max``, ``contrast``, ``contour``; those not given: the model's own).
     """
     cfg = cfg or EvalConfig()
     if cfg.seen_target not in ("table", "refs"):
@@ -89,8 +89,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     if checkpoint is not None:
         from ..inference import load
 
-        vc = load(checkpoint, device=device, vocoder=vocoder, gv_max=gv_max, contrast=contrast,
-                  contour=contour)
+        vc = load(checkpoint, device=device, vocoder=vocoder, **(convert or {}))
         diff = vc.mel_cfg.differences(feats_mel)  # Griffin-Lim's iteration count shapes no feature
         if diff:
             raise ClsvcError(f"{data}: features were made with another mel config than {checkpoint} "

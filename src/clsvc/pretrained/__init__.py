@@ -268,13 +268,12 @@ def vocoder_file(name: str | Path) -> Path | None:
 
 def ship(checkpoint: str | Path, out: str | Path, card_fields: Mapping[str, Any],
          force: bool = False, griffin_lim_iters: int | None = None,
-         gv_max: float | None = None, contrast: float | None = None,
-         contour: float | None = None) -> tuple[Path, Path]:
+         convert: Mapping[str, float] | None = None) -> tuple[Path, Path]:
     """Export ``checkpoint`` with float16 weights to ``out`` (``NAME.pt``) and write its card
     ``NAME.json`` next to it: ``card_fields`` (description, data, training, bench and, for a VC
     model, the speakers to offer; default: every training speaker of its speaker table) with
     ``kind``, ``steps`` and ``weights_sha256`` filled in from the file. Copying both files into
-    :func:`folder` ships model NAME. ``griffin_lim_iters``, ``gv_max``, ``contrast``, ``contour``: as in
+    :func:`folder` ships model NAME. ``griffin_lim_iters``, ``convert``: as in
     :func:`clsvc.checkpoint.export_model`.
 
     The ``.pt`` is written first and the card last (each atomically, neither over an existing
@@ -315,8 +314,8 @@ def ship(checkpoint: str | Path, out: str | Path, card_fields: Mapping[str, Any]
     fields.update(kind=kind, steps=int(src.get("step", 0)))
     checked = _checked_card(fields, f"card for {name}")  # before anything is written
     with atomic_path(out, suffix=".tmp.pt", exclusive=not force) as tmp:
-        export_model(checkpoint, tmp, dtype=torch.float16, griffin_lim_iters=griffin_lim_iters, gv_max=gv_max,
-                     contrast=contrast, contour=contour)
+        export_model(checkpoint, tmp, dtype=torch.float16, griffin_lim_iters=griffin_lim_iters,
+                     convert=convert)
         checked.weights_sha256 = str(_load(tmp)[HASH_KEY])
     atomic_write_text(js, json.dumps(to_dict(checked), indent=2, ensure_ascii=False) + "\n", exclusive=not force)
     return out, js
