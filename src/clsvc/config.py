@@ -183,6 +183,12 @@ class LossConfig:
     # reconstruction objective never shows the decoder a content code of one voice with the
     # vector of another; this term does, for the voices that have parallel recordings. 0 = off.
     parallel: float = 0.0
+    # Remedy (not in the paper) for words lost in the content code: the weight of a phone
+    # classification term. A linear classifier reads each frame's phone from C_x (of the
+    # voice-perturbed copy when the perturbation is on) and is trained with C_x against the
+    # labels of forced alignment (``clsvc preprocess --phones``; frames without one are ignored),
+    # so C_x must keep the sounds apart that the reconstruction alone lets blur. 0 = off.
+    phone: float = 0.0
 
 
 @dataclass
@@ -774,7 +780,7 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel",
+    "loss.convert_cls", "loss.parallel", "loss.phone",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -849,6 +855,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 with model.speaker_encoder dvector (C1 cannot hear a conversion: E makes no S_x)")
     need(cfg.loss.parallel == 0 or (m.system == "clsvc" and m.speaker_encoder == "own"), "loss.parallel",
          "must be 0 unless model.system is clsvc with its own speaker encoder (the term decodes E's S_x)")
+    need(cfg.loss.phone == 0 or m.system == "clsvc", "loss.phone",
+         "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

@@ -17,7 +17,17 @@ import torch
 
 from ..errors import ClsvcError
 from ..pitch import f0_features
-from .manifest import Entry, features_n_mels, load_aligned_wav, load_f0, load_feature, norm_text, read_manifest
+from .align import PHONES, UNKNOWN
+from .manifest import (
+    Entry,
+    features_n_mels,
+    load_aligned_wav,
+    load_f0,
+    load_feature,
+    load_phones,
+    norm_text,
+    read_manifest,
+)
 
 
 @dataclass
@@ -69,7 +79,9 @@ class Batch:
     valid samples), only when the set was loaded ``with_wav``; ``f0`` (B, T, 2) float32, the pitch
     features of the crops' frames (:func:`clsvc.pitch.f0_features` of each *whole* utterance's
     contour, then cropped like the mels; 0 = unvoiced on padded frames), only when the set was
-    loaded ``with_f0``."""
+    loaded ``with_f0``; ``phones`` (B, T) int64, each frame's index into
+    :data:`clsvc.data.align.PHONES` (-1 = unknown, and on padded frames), only when the set was
+    loaded ``with_phones``."""
 
     mel: torch.Tensor
     lengths: torch.Tensor
@@ -77,22 +89,26 @@ class Batch:
     wav: torch.Tensor | None = None
     f0: torch.Tensor | None = None
     parallel: ParallelBatch | None = None
+    phones: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device``."""
         wav = self.wav.to(device) if self.wav is not None else None
         f0 = self.f0.to(device) if self.f0 is not None else None
         par = self.parallel.to(device) if self.parallel is not None else None
-        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav, f0, par)
+        phones = self.phones.to(device) if self.phones is not None else None
+        return Batch(self.mel.to(device), self.lengths.to(device), self.speaker.to(device), wav, f0, par, phones)
 
     def extra(self) -> dict[str, torch.Tensor]:
-        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``, ``f0``;
-        with parallel pairs ``par_mel``, ``par_lengths``, ``par_target`` and ``par_f0``)."""
+        """Keyword inputs beyond (mel, lengths, speaker) for a system's forward (``wav``, ``f0``,
+        ``phones``; with parallel pairs ``par_mel``, ``par_lengths``, ``par_target`` and ``par_f0``)."""
         out: dict[str, torch.Tensor] = {}
         if self.wav is not None:
             out["wav"] = self.wav
         if self.f0 is not None:
             out["f0"] = self.f0
+        if self.phones is not None:
+            out["phones"] = self.phones
         if self.parallel is not None:
             p = self.parallel
             out.update(par_mel=p.mel, par_lengths=p.lengths, par_target=p.target)
@@ -113,12 +129,13 @@ class FeatureSet:
 
     ``with_wav``: also load the aligned waveforms (``clsvc preprocess --keep-wav``);
     ``with_f0``: also load the F0 contours (``clsvc preprocess --f0``) and keep each utterance's
-    pitch features (T, 2). A missing file is a one-line ClsvcError saying how to make it.
+    pitch features (T, 2); ``with_phones``: also load the phone labels (``clsvc preprocess
+    --phones``). A missing file is a one-line ClsvcError saying how to make it.
     """
 
     def __init__(self, folder: str | Path, splits: tuple[str, ...], speakers: list[str] | None = None,
                  entries: list[Entry] | None = None, with_wav: bool = False, hop: int = 256,
-                 with_f0: bool = False):
+                 with_f0: bool = False, with_phones: bool = False):
         self.folder = Path(folder)
         entries = entries if entries is not None else read_manifest(self.folder)
         self.entries = [e for e in entries if e.split in splits]
@@ -139,6 +156,9 @@ class FeatureSet:
         # converter does at inference, not over each crop: a short crop's spread is its jitter.
         self.f0s: list[np.ndarray] | None = (
             [f0_features(load_f0(self.folder, e)) for e in self.entries] if with_f0 else None)
+        # Phone labels (T,) per utterance, -1 where unknown.
+        self.phones: list[np.ndarray] | None = (
+            [load_phones(self.folder, e, len(PHONES)) for e in self.entries] if with_phones else None)
         # Utterance indices per speaker, for speaker-balanced sampling.
         self.by_speaker = [np.flatnonzero(self.labels == i) for i in range(len(self.speakers))]
         # Ordered pairs (i, j) of utterances with the same transcript by two labelled speakers,
@@ -184,7 +204,7 @@ class FeatureSet:
         else:
             idx = torch.randint(len(self), (batch_size,), generator=gen).tolist()
         offs = torch.rand(batch_size, generator=gen).tolist()
-        mels, lengths, wavs, f0s = [], [], [], []
+        mels, lengths, wavs, f0s, phones = [], [], [], [], []
         for i, o in zip(idx, offs, strict=True):
             n = len(self.mels[i])
             start = int(o * (n - crop_frames + 1)) if n > crop_frames else 0
@@ -200,12 +220,17 @@ class FeatureSet:
                 f = np.zeros((crop_frames, self.f0s[i].shape[1]), dtype=np.float32)  # padding: unvoiced
                 f[:length] = self.f0s[i][start:start + length]
                 f0s.append(f)
+            if self.phones is not None:
+                p = np.full(crop_frames, UNKNOWN, dtype=np.int64)  # padding: unknown
+                p[:length] = self.phones[i][start:start + length]
+                phones.append(p)
         return Batch(
             torch.from_numpy(np.stack(mels)),
             torch.tensor(lengths, dtype=torch.long),
             torch.from_numpy(self.labels[idx]),
             torch.from_numpy(np.stack(wavs)) if wavs else None,
             torch.from_numpy(np.stack(f0s)) if f0s else None,
+            phones=torch.from_numpy(np.stack(phones)) if phones else None,
         )
 
     def sample_parallel(self, n_pairs: int, crop_frames: int, gen: torch.Generator,

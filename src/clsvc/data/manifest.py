@@ -1,5 +1,6 @@
 """The preprocessed-feature folder: ``features.json`` + ``manifest.tsv`` + ``feats/SPK/UTT.npy``
-(and beside each, ``UTT.wav.npy`` with ``clsvc preprocess --keep-wav``, ``UTT.f0.npy`` with ``--f0``).
+(and beside each, ``UTT.wav.npy`` with ``clsvc preprocess --keep-wav``, ``UTT.f0.npy`` with ``--f0``,
+``UTT.phones.npy`` with ``--phones``).
 
 ``features.json`` records the mel definition and preprocessing settings the features were made
 with, so training and evaluation can refuse features that do not match their config.
@@ -243,6 +244,32 @@ def load_f0(folder: str | Path, entry: Entry) -> np.ndarray:
         raise ClsvcError(f"{path}: F0 file is not {entry.frames} finite values >= 0 (Hz, one per frame); "
                          "re-run `clsvc preprocess --f0`")
     return f0.astype(np.float32, copy=False)
+
+
+def phones_path(feature: Path) -> Path:
+    """Where the phone labels of feature file ``X.npy`` are kept (``clsvc preprocess --phones``):
+    ``X.phones.npy``."""
+    return feature.with_name(feature.stem + ".phones.npy")
+
+
+def load_phones(folder: str | Path, entry: Entry, n_phones: int) -> np.ndarray:
+    """The phone labels (frames,) int16 kept beside ``entry``'s features by ``clsvc preprocess
+    --phones``: an index below ``n_phones`` per frame, -1 where unknown; missing or malformed is
+    a one-line ClsvcError naming the file."""
+    path = phones_path(feature_path(folder, entry))
+    if not path.is_file():
+        raise ClsvcError(f"{path}: no phone labels beside the features; this training supervises the content "
+                         "code with phones (loss.phone): re-run `clsvc preprocess` with --phones into the same "
+                         "--out (utterances that have theirs are kept), or set loss.phone=0")
+    try:
+        phones = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ClsvcError(f"{path}: phone file unreadable; re-run `clsvc preprocess --phones`") from None
+    if (not isinstance(phones, np.ndarray) or not np.issubdtype(phones.dtype, np.integer)
+            or phones.shape != (entry.frames,) or (phones < -1).any() or (phones >= n_phones).any()):
+        raise ClsvcError(f"{path}: phone file is not {entry.frames} integers in [-1, {n_phones}) (one per frame); "
+                         "re-run `clsvc preprocess --phones`")
+    return phones.astype(np.int64, copy=False)
 
 
 def features_n_mels(folder: str | Path) -> int:

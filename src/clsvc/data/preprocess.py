@@ -45,6 +45,7 @@ from ..config import MelConfig
 from ..errors import ClsvcError
 from ..files import WriteError, atomic_path, write_error
 from ..pitch import frame_f0
+from .align import phone_labels
 from .corpora import Utterance, read_corpus
 from .manifest import (
     MANIFEST,
@@ -52,6 +53,7 @@ from .manifest import (
     check_features_mel,
     f0_path,
     feature_problem,
+    phones_path,
     read_manifest,
     recorded_corpora,
     write_features_info,
@@ -221,7 +223,7 @@ def _worker_init(parent: int, start_method: str) -> None:
 def _process_one(args: tuple) -> tuple[int, str]:
     """Worker: returns (frames, "") or (0, reason)."""
     global _writing
-    src, dst, mel_cfg, trim_db, min_frames, keep_wav, f0 = args
+    src, dst, mel_cfg, trim_db, min_frames, keep_wav, f0, phones, transcript = args
     _writing = dst
     try:
         wav = load_wav(src, mel_cfg)
@@ -239,6 +241,11 @@ def _process_one(args: tuple) -> tuple[int, str]:
             _writing = f0_path(dst)
             with atomic_path(f0_path(dst), suffix=".npy") as tmp:
                 np.save(tmp, frame_f0(wav, len(mel), mel_cfg))
+            _writing = dst
+        if phones:  # likewise; without a transcript (or an alignment) every frame is -1, unknown
+            _writing = phones_path(dst)
+            with atomic_path(phones_path(dst), suffix=".npy") as tmp:
+                np.save(tmp, phone_labels(wav, transcript, len(mel), mel_cfg))
             _writing = dst
         with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
@@ -365,6 +372,7 @@ def preprocess(
     merge: bool = False,
     keep_wav: bool = False,
     f0: bool = False,
+    phones: bool = False,
 ) -> list[Entry]:
     """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
     ``out``; returns the manifest entries that were written.
@@ -383,6 +391,12 @@ def preprocess(
     ``f0``: also keep each utterance's F0 contour, one value in Hz per mel frame (0 = unvoiced),
     tracked on the same (trimmed) samples (``FEATURE.f0.npy``, float32; :func:`clsvc.pitch.frame_f0`),
     for a ClsVC conditioned on pitch (``model.f0_condition``).
+
+    ``phones``: also keep each utterance's phone labels, one per mel frame (``FEATURE.phones.npy``,
+    int16 indices into :data:`clsvc.data.align.PHONES`, -1 = unknown), by forced alignment of its
+    transcript on the same (trimmed) samples (:func:`clsvc.data.align.phone_labels`; an utterance
+    without a transcript gets -1 throughout), for a content code supervised with phones
+    (``loss.phone``).
     """
     from tqdm import tqdm
 
@@ -437,7 +451,8 @@ def preprocess(
     if not os.access(out, os.W_OK):
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
     settings = {"corpus": recorded, "kind": kind, "trim_db": trim_db,
-                "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav, "f0": f0}
+                "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav, "f0": f0,
+                "phones": phones}
     write_features_info(out, mel_cfg, settings)
 
     skipped: list[tuple[Utterance, str]] = []
@@ -451,13 +466,16 @@ def preprocess(
                 n = None  # made without its waveform: redo it
             if n is not None and f0 and not f0_path(dst).is_file():
                 n = None  # made without its F0 contour: redo it
+            if n is not None and phones and not phones_path(dst).is_file():
+                n = None  # made without its phone labels: redo it
             if n is not None:
                 frames[(u.speaker, u.utt_id)] = n
             else:
                 todo.append(u)
 
         workers = min(jobs or _usable_cores(), len(todo)) or 1
-        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav, f0) for u in todo]
+        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav, f0, phones, u.transcript)
+                for u in todo]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
                    unit="utt", disable=not progress, dynamic_ncols=True)
         pooled = workers > 1 and len(todo) >= 8

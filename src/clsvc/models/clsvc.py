@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..config import Config, LossConfig, MelConfig, ModelConfig
+from ..data.align import PHONES
 from ..errors import ClsvcError
 from ..pitch import F0_DIM, f0_features, frame_f0
 from .augment import VoicePerturb
@@ -37,7 +38,7 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import ClsVCOutput, clsvc_losses, parallel_term
+from .losses import ClsVCOutput, clsvc_losses, parallel_term, phone_term
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -111,7 +112,7 @@ class ClsVC(VCSystem):
     ``torch.inference_mode``.
     """
 
-    training_only = ("speaker_classifier.", "adversary.")
+    training_only = ("speaker_classifier.", "adversary.", "phone_classifier.")
 
     @classmethod
     def from_config(cls, cfg: Config) -> ClsVC:
@@ -120,8 +121,10 @@ class ClsVC(VCSystem):
 
     @classmethod
     def batch_inputs(cls, cfg: Config) -> tuple[str, ...]:
-        """The mels, and the pitch features with ``model.f0_condition``."""
-        return cls.inputs + ("f0",) if cfg.model.f0_condition else cls.inputs
+        """The mels, the pitch features with ``model.f0_condition``, the phone labels with
+        ``loss.phone``."""
+        return (cls.inputs + (("f0",) if cfg.model.f0_condition else ())
+                + (("phones",) if cfg.loss.phone > 0 else ()))
 
     def param_groups(self, phase: str) -> list[dict[str, Any]]:
         """Two groups: everything but C2, and C2 at ``optim.adversary_lr_mult`` times the rate."""
@@ -151,6 +154,9 @@ class ClsVC(VCSystem):
         else:
             self.speaker_classifier = nn.Linear(cfg.speaker_dim, cfg.n_speakers)
         self.adversary = mlp(cfg.content_dim, cfg.adversary_hidden, cfg.n_speakers, cfg.adversary_layers)
+        # With loss.phone a linear read-out of each frame's phone from C_x (training only): linear,
+        # so that the phones must be spelled out in the code itself, not recovered by the head.
+        self.phone_classifier = nn.Linear(cfg.content_dim, len(PHONES)) if self.loss_cfg.phone > 0 else None
         self.voice: VoicePart
         if self.own_speaker:
             self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
@@ -205,7 +211,8 @@ class ClsVC(VCSystem):
     def forward(self, mel: torch.Tensor, lengths: torch.Tensor, speaker: torch.Tensor,
                 phase: str = "main", f0: torch.Tensor | None = None, par_mel: torch.Tensor | None = None,
                 par_lengths: torch.Tensor | None = None, par_target: torch.Tensor | None = None,
-                par_f0: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                par_f0: torch.Tensor | None = None, phones: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of a batch (paper Eq. 8 plus the configured remedies). With a
         conversion loss on, row i is converted to row i-1's speaker (row 0 to the last row's;
         batches are random, so neighbours are random speakers). ``f0`` (B, T, 2): the batch's
@@ -214,7 +221,10 @@ class ClsVC(VCSystem):
         With ``loss.parallel`` > 0 the batch may carry P parallel pairs: source crops ``par_mel``
         (P, T, M) with ``par_lengths`` (P,) and pitch features ``par_f0`` (P, T, 2), and
         ``par_target`` (P, T, M), the same words said by another training speaker, aligned frame
-        by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``."""
+        by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``.
+
+        With ``loss.phone`` > 0, ``phones`` (B, T) are the frames' phone labels (-1 = unknown): the
+        phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``)."""
         perm = None
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
@@ -233,6 +243,13 @@ class ClsVC(VCSystem):
             total = total + self.loss_cfg.parallel * par
             terms["parallel"] = par
             terms["total"] = total
+        if self.phone_classifier is not None:
+            if phones is None:
+                raise ClsvcError("loss.phone needs the frames' phone labels (phones=...; training needs features "
+                                 "made with `clsvc preprocess --phones`)")
+            ce, acc = phone_term(self.phone_classifier(out.content), phones, out.mask)
+            total = total + self.loss_cfg.phone * ce
+            terms.update(phone=ce, phone_acc=acc, total=total)
         return total, terms
 
     def parallel_loss(self, mel: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,

@@ -120,3 +120,16 @@ def parallel_term(mel_out: torch.Tensor, mel_post: torch.Tensor, target: torch.T
     target = target.float()
     return (_distance(mel_post.float(), target, distance, mask)
             + _distance(mel_out.float(), target, distance, mask))
+
+
+def phone_term(logits: torch.Tensor, phones: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, accuracy) of per-frame phone logits (B, T, P) against labels (B, T)
+    (-1 = unknown), over the valid frames of ``mask`` (B, T) whose label is known; both 0 when
+    no frame of the batch has one (a batch of untranscribed speech teaches nothing about phones)."""
+    known = (mask > 0) & (phones >= 0)
+    if not bool(known.any()):
+        zero = logits.sum() * 0.0  # keeps the graph (and DDP's view of the head's parameters)
+        return zero, zero.detach()
+    picked = logits.float()[known]
+    target = phones[known]
+    return F.cross_entropy(picked, target), (picked.argmax(-1) == target).float().mean()

@@ -402,11 +402,12 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
     check_features_mel(data, cfg.mel)
     entries = read_manifest(data)
     # A system that learns audio (the vocoder) trains on the waveforms kept beside the features,
-    # one conditioned on pitch (model.f0_condition) on the F0 contours.
+    # one conditioned on pitch (model.f0_condition) on the F0 contours, one whose content code is
+    # supervised with phones (loss.phone) on the phone labels.
     inputs = system_class(cfg.model.system).batch_inputs(cfg)
-    with_wav, with_f0 = "wav" in inputs, "f0" in inputs
+    with_wav, with_f0, with_phones = "wav" in inputs, "f0" in inputs, "phones" in inputs
     train_set = FeatureSet(data, ("train",), entries=entries, with_wav=with_wav, hop=cfg.mel.hop_length,
-                           with_f0=with_f0)
+                           with_f0=with_f0, with_phones=with_phones)
     if len(train_set.speakers) < 2:
         raise ClsvcError(
             f"{data}: training needs at least 2 speakers with 'train' utterances, found "
@@ -423,7 +424,7 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             "as ARCTIC's prompts.txt gives) and these features have none; set loss.parallel=0"
         )
     val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries, with_wav=with_wav,
-                         hop=cfg.mel.hop_length, with_f0=with_f0)
+                         hop=cfg.mel.hop_length, with_f0=with_f0, with_phones=with_phones)
     cfg.model.n_speakers = len(train_set.speakers)
 
     if cfg.train.threads > 0:

@@ -1,0 +1,97 @@
+"""Frame-level phone labels of a transcribed utterance, by forced alignment with PocketSphinx.
+
+PocketSphinx (>= 5) ships a US-English acoustic model and the CMU pronouncing dictionary inside
+its wheel, so nothing is downloaded. Given the words, its aligner finds where each phone of their
+pronunciation lies (10 ms frames); :func:`phone_labels` puts that on the mel's frame grid: one
+index into :data:`PHONES` per mel frame, or :data:`UNKNOWN` where nothing is known (no transcript,
+a word outside the dictionary, an alignment that failed, frames past its end). The labels
+supervise a content code (``loss.phone``): they say which sound a frame is, never whose voice.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..config import MelConfig
+from .manifest import norm_text
+
+# The 39 phones of the CMU dictionary (stress dropped, as PocketSphinx's acoustic model has them)
+# and silence; PocketSphinx's fillers (+NSN+, +SPN+, ...) count as silence.
+PHONES: tuple[str, ...] = (
+    "SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH",
+    "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W",
+    "Y", "Z", "ZH",
+)
+UNKNOWN = -1  # the label of a frame whose phone is not known (ignored by the loss)
+_INDEX = {p: i for i, p in enumerate(PHONES)}
+_ALIGN_RATE = 16000  # PocketSphinx's bundled model is for 16 kHz audio
+_FRAMES_PER_SECOND = 100  # its frame rate
+
+
+def available() -> bool:
+    """True when pocketsphinx can be imported."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _aligner():
+    """One decoder per process (loading the model takes about a second) and its initial
+    cepstral mean, restored before each utterance so that none is heard through the last."""
+    import pocketsphinx
+
+    # bestpath off: its lattice rescoring can leave a phone 1 frame long, which the HMM cannot
+    # be, and the phone pass then fails for the utterance (3 of the demo's 3 ARCTIC clips did).
+    dec = pocketsphinx.Decoder(samprate=_ALIGN_RATE, loglevel="FATAL", bestpath=False)
+    return dec, dec.get_cmn(False)
+
+
+def align_phones(wav: np.ndarray, transcript: str, sample_rate: int = _ALIGN_RATE) -> list[tuple[str, float, float]]:
+    """The phones of ``transcript`` in ``wav`` (float in [-1, 1]) as (phone, start s, end s),
+    in order; [] when there are no words, one is not in the dictionary or the alignment fails."""
+    words = norm_text(transcript)
+    x = np.asarray(wav, dtype=np.float32).reshape(-1)
+    if not words or x.size == 0:
+        return []
+    if sample_rate != _ALIGN_RATE:
+        import soxr
+
+        x = soxr.resample(x, sample_rate, _ALIGN_RATE, quality="HQ").astype(np.float32)
+    pcm = (np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    dec, cmn = _aligner()
+    try:
+        dec.set_align_text(words)  # RuntimeError for a word outside the dictionary
+        # Two passes, as PocketSphinx's aligner works: the first finds the words, the second
+        # (set_alignment) their phones.
+        for second in (False, True):
+            if second:
+                dec.set_alignment()
+            dec.reinit_feat()
+            dec.set_cmn(cmn)
+            dec.start_utt()
+            dec.process_raw(pcm, full_utt=True)
+            dec.end_utt()
+        alignment = dec.get_alignment()
+    except RuntimeError:
+        return []
+    if alignment is None:
+        return []
+    step = 1.0 / _FRAMES_PER_SECOND
+    return [(p.name, p.start * step, (p.start + p.duration) * step) for p in alignment.phones()]
+
+
+def phone_labels(wav: np.ndarray, transcript: str, frames: int, mel: MelConfig) -> np.ndarray:
+    """(frames,) int16: the index in :data:`PHONES` of the phone at each mel frame of ``wav``
+    (the samples the mel was made from, at ``mel.sample_rate``; frame i centred at i * hop),
+    :data:`UNKNOWN` where it is not known. All UNKNOWN without an alignment."""
+    out = np.full(frames, UNKNOWN, dtype=np.int16)
+    centres = np.arange(frames) * (mel.hop_length / mel.sample_rate)  # seconds
+    for name, start, end in align_phones(wav, transcript, mel.sample_rate):
+        idx = _INDEX.get(name, 0 if name.startswith("+") else UNKNOWN)
+        out[(centres >= start) & (centres < end)] = idx
+    return out
