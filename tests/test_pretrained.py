@@ -473,8 +473,9 @@ def test_finishing_settings_are_kept_with_an_exported_model(key, value, other, m
         assert main(["convert", "--checkpoint", str(out), "--source", str(wavs["src"]), "--target",
                      str(wavs["ref"]), "--out", str(tmp_path / f"out{v}.wav"), flag, str(v)]) == 0
     assert not np.allclose(sf.read(tmp_path / "out0.0.wav")[0], sf.read(tmp_path / f"out{other}.wav")[0])
-    with pytest.raises(ClsvcError, match=key):
-        clsvc.load(str(models["vc"]), **{key: float("nan")})
+    for bad in (float("nan"), -1.0, "loud"):
+        with pytest.raises(ClsvcError, match=rf"^{key} must be a finite number >= 0 \(0 = off\), not {bad}$"):
+            clsvc.load(str(models["vc"]), **{key: bad})
     with pytest.raises(ClsvcError, match=f"convert.{key}"):
         load_config("cpu", TINY + [f"convert.{key}=-1"])
     err = cli_error(capsys, ["export", models["vc"], tmp_path / "neg.pt", flag, "-1"])

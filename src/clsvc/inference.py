@@ -63,18 +63,11 @@ class Converter:
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
         self.checkpoint = checkpoint
-        #: Global-variance compensation of conversions (``cfg.convert.gv_max`` unless given).
-        self.gv_max = float(cfg.convert.gv_max if gv_max is None else gv_max)
-        if not (np.isfinite(self.gv_max) and self.gv_max >= 0):
-            raise ClsvcError(f"gv_max must be a finite number >= 0 (0 = off), not {gv_max}")
-        #: Speaker contrast of conversions (``cfg.convert.contrast`` unless given).
-        self.contrast = float(cfg.convert.contrast if contrast is None else contrast)
-        if not (np.isfinite(self.contrast) and self.contrast >= 0):
-            raise ClsvcError(f"contrast must be a finite number >= 0 (0 = off), not {contrast}")
-        #: Weight of the source's level contour in conversions (``cfg.convert.contour`` unless given).
-        self.contour = float(cfg.convert.contour if contour is None else contour)
-        if not (np.isfinite(self.contour) and self.contour >= 0):
-            raise ClsvcError(f"contour must be a finite number >= 0 (0 = off), not {contour}")
+        #: The finishing steps of conversions (``cfg.convert``'s value of each unless given):
+        #: global-variance compensation, speaker contrast, weight of the source's level contour.
+        self.gv_max = _finishing("gv_max", gv_max, cfg.convert.gv_max)
+        self.contrast = _finishing("contrast", contrast, cfg.convert.contrast)
+        self.contour = _finishing("contour", contour, cfg.convert.contour)
         self.step = 0
         # Where the weights came from (set by from_checkpoint): the name given, the file, the
         # system, its training step and the weights' SHA-256, for reports that must say which model.
@@ -267,6 +260,19 @@ class Converter:
         ref = self.reference(source)
         own = self.speaker_embedding(speaker) if speaker is not None else self.voice([ref])
         return self.vocode(self.convert_mel(ref, own))
+
+
+def _finishing(name: str, given: float | None, stored: float) -> float:
+    """A finishing setting of :class:`Converter`: ``given`` unless None, else the model's
+    ``stored`` value; a finite number >= 0 (0 = off), else a one-line ClsvcError."""
+    value = stored if given is None else given
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not (np.isfinite(out) and out >= 0):
+        raise ClsvcError(f"{name} must be a finite number >= 0 (0 = off), not {value}")
+    return out
 
 
 def contrast_voice(target: np.ndarray, source: np.ndarray, contrast: float) -> np.ndarray:
