@@ -267,3 +267,30 @@ def test_config_refuses_a_negative_weight_or_another_system():
         load_config("cpu", ["loss.phone=-1"])
     with pytest.raises(ClsvcError, match="loss.phone"):
         load_config("cpu", ["model.system=autovc", PHONE_ON])
+
+
+# ---------------------------------------------------------------------------------------- probes
+
+
+def test_the_probes_read_phones_from_the_content_code_when_the_features_have_labels(features, trained_run, tmp_path):
+    from clsvc.evaluation.probes import probe_codes
+    from clsvc.evaluation.report import probe_lines
+    from clsvc.inference import load
+
+    model = load(str(trained_run / "checkpoints" / "last.pt")).model
+    entries = read_manifest(features)
+    train_e = [e for e in entries if e.split == "train"]
+    test_e = [e for e in entries if e.split == "val"]
+    plain = probe_codes(model, features, train_e, test_e)
+    assert "phone_frame" not in plain  # no labels, no phone probe
+    feats = _with_labels(features, tmp_path)
+    probed = probe_codes(model, feats, train_e, test_e)
+    assert {k: probed[k] for k in plain} == plain  # the speaker probes are those of the same frames
+    assert 0.0 <= probed["phone_frame"] <= 1.0
+    n_train, n_test = probed["phone_frames"]
+    assert 0 < n_test < n_train <= 64 * len(train_e)
+    # 8 phones in runs of 4 frames: each is about an eighth of the known frames.
+    assert 1 / 8 <= probed["phone_majority"] < 0.25
+    report = "\n".join(probe_lines(probed))
+    assert f"**{probed['phone_frame']:.3f}**" in report and f"{n_test} held-out frames" in report
+    assert "phone" not in "\n".join(probe_lines(plain))

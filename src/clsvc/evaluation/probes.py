@@ -3,6 +3,8 @@
 A low adversary accuracy during training does not prove that C_x is speaker-free (the encoder
 may simply have learnt to fool that one adversary); a classifier trained afresh on the frozen
 codes of training utterances and tested on held-out utterances does measure what is left.
+When the features carry phone labels (``clsvc preprocess --phones``) the same frames are also
+probed for their phone: how much of what is said C_x keeps.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..data.manifest import Entry, features_n_mels, load_feature
+from ..data.align import PHONES
+from ..data.manifest import Entry, feature_path, features_n_mels, load_feature, load_phones, phones_path
 from ..models import VCSystem
 
 NO_CONTENT = "the system has no frame-level content code to probe"
@@ -54,7 +57,7 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 
 
 def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], max_frames_per_utt: int = 64,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, with_phones: bool = False) -> dict[str, Any]:
     """Frozen codes (:meth:`~clsvc.models.VCSystem.codes`) of manifest entries.
 
     Returns a dict: ``frames`` (sum of frames, content_dim) — up to ``max_frames_per_utt``
@@ -62,12 +65,13 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
     content_dim) — time-averaged content —, ``speaker`` (utterances, speaker_dim) — the unit
     speaker codes —, ``labels`` (utterances,) and ``names`` (label -> speaker). ``frames`` and
     ``pooled`` are None for a system without a content code, ``speaker`` for one without a
-    speaker encoder of its own.
+    speaker encoder of its own. With ``with_phones`` also ``frame_phones``: the phone label of
+    each of ``frames`` (-1 = unknown; the features must have been made with ``--phones``).
     """
     feats_dir = Path(feats_dir)
     names = sorted({e.speaker for e in entries})
     rng = np.random.default_rng(seed)
-    frames, pooled, spk, lab_f, lab_u = [], [], [], [], []
+    frames, pooled, spk, lab_f, lab_u, phones = [], [], [], [], [], []
     device = next(model.parameters()).device
     n_mels = features_n_mels(feats_dir)
     for e in entries:
@@ -78,6 +82,8 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
             idx = rng.choice(len(c), size=min(max_frames_per_utt, len(c)), replace=False)
             frames.append(c[idx])
             lab_f.append(np.full(len(idx), names.index(e.speaker)))
+            if with_phones:
+                phones.append(load_phones(feats_dir, e, len(PHONES))[idx])
             pooled.append(c.mean(0))
         if codes.speaker is not None:
             spk.append(codes.speaker[0].float().cpu().numpy())
@@ -85,7 +91,13 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
     return {"frames": np.concatenate(frames) if frames else None,
             "frame_labels": np.concatenate(lab_f) if lab_f else None,
             "pooled": np.stack(pooled) if pooled else None, "speaker": np.stack(spk) if spk else None,
-            "labels": np.array(lab_u), "names": names}
+            "labels": np.array(lab_u), "names": names,
+            "frame_phones": np.concatenate(phones) if phones else None}
+
+
+def has_phones(feats_dir: str | Path, entries: list[Entry]) -> bool:
+    """True when every entry has its phone labels (``clsvc preprocess --phones``)."""
+    return bool(entries) and all(phones_path(feature_path(feats_dir, e)).is_file() for e in entries)
 
 
 def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entry], test_entries: list[Entry],
@@ -96,16 +108,22 @@ def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entr
     utterances of the same speakers). Returns ``chance`` (1 / speakers), ``content_frame``,
     ``content_pooled``, ``speaker`` (NaN without a speaker encoder of the system's own) and the
     counts used; ``{"skipped": why}`` for a system without a content code.
+
+    When both sets have phone labels (``clsvc preprocess --phones``) and some of their frames a
+    known phone, also ``phone_frame``: the phone accuracy of a fresh probe on the same single C_x
+    frames (known phones only), with ``phone_majority`` (the test frames' most frequent phone's
+    share, what a probe that learnt nothing scores) and ``phone_frames`` (train, test) counts.
     """
-    tr = extract_codes(model, feats_dir, train_entries, seed=seed)
-    te = extract_codes(model, feats_dir, test_entries, seed=seed + 1)
+    with_phones = has_phones(feats_dir, train_entries) and has_phones(feats_dir, test_entries)
+    tr = extract_codes(model, feats_dir, train_entries, seed=seed, with_phones=with_phones)
+    te = extract_codes(model, feats_dir, test_entries, seed=seed + 1, with_phones=with_phones)
     if tr["frames"] is None or te["frames"] is None:
         return {"skipped": NO_CONTENT}
     if tr["names"] != te["names"]:
         keep = set(tr["names"]) & set(te["names"])
         raise ValueError(f"probe train/test speakers differ ({len(tr['names'])} vs {len(te['names'])}, "
                          f"{len(keep)} shared); give held-out utterances of the same speakers")
-    return {
+    out: dict[str, Any] = {
         "chance": 1 / len(tr["names"]),
         "speakers": len(tr["names"]),
         "train_utterances": len(train_entries),
@@ -118,3 +136,13 @@ def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entr
                                    epochs=200, batch_size=64, seed=seed)
                     if tr["speaker"] is not None and te["speaker"] is not None else float("nan")),
     }
+    if with_phones:
+        ktr, kte = tr["frame_phones"] >= 0, te["frame_phones"] >= 0
+        if ktr.any() and kte.any():
+            test_phones = te["frame_phones"][kte]
+            out.update(
+                phone_frame=probe_accuracy(tr["frames"][ktr], tr["frame_phones"][ktr], te["frames"][kte], test_phones,
+                                           seed=seed),
+                phone_majority=float(np.bincount(test_phones).max() / len(test_phones)),
+                phone_frames=[int(ktr.sum()), int(kte.sum())])
+    return out

@@ -96,6 +96,31 @@ def _acc(value: float) -> str:
     return "– (no speaker encoder)" if value != value else f"{value:.3f}"  # NaN: not applicable
 
 
+
+def probe_lines(probes: dict[str, Any] | None) -> list[str]:
+    """The report's lines on the disentanglement probes (``metrics["probes"]``; none without)."""
+    lines: list[str] = []
+    if probes and "skipped" not in probes:
+        lines = ["## Disentanglement probes", "",
+                 "Fresh MLP classifiers trained on the frozen codes of the training utterances of "
+                  f"{probes['speakers']} training speakers and tested on their held-out utterances "
+                  f"(speaker accuracy; chance {probes['chance']:.3f}). A speaker-free C_x scores near "
+                  "chance; the adversary's own accuracy during training does not show this.", "",
+                  "| code | speaker accuracy |", "|---|---|",
+                  f"| C_x, single frames | {probes['content_frame']:.3f} |",
+                  f"| C_x, time-averaged | {probes['content_pooled']:.3f} |",
+                  f"| speaker code (S_x) | {_acc(probes['speaker'])} |", ""]
+        if "phone_frame" in probes:
+            lines += [f"A fresh probe of the same kind reads the **phone** of single C_x frames with accuracy "
+                      f"**{probes['phone_frame']:.3f}** (the most frequent phone alone: "
+                      f"{probes['phone_majority']:.3f}; {probes['phone_frames'][0]} training and "
+                      f"{probes['phone_frames'][1]} held-out frames with a known phone, from forced alignment of "
+                      "their transcripts): how much of what is said the content code keeps.", ""]
+    elif probes:
+        lines = [f"Probes skipped: {probes['skipped']}.", ""]
+    return lines
+
+
 def render(metrics: dict[str, Any]) -> str:
     """Markdown report of a ``metrics.json`` dict."""
     from .mcd import PROTOCOL as MCD_PROTOCOL
@@ -154,19 +179,7 @@ def render(metrics: dict[str, Any]) -> str:
                   f"**{tsne['silhouette_cosine']:.3f}** (1 = perfectly separated, 0 = overlapping).", ""]
     elif tsne:
         lines += [f"t-SNE skipped: {tsne['skipped']}.", ""]
-    probes = metrics.get("probes")
-    if probes and "skipped" not in probes:
-        lines += ["## Disentanglement probes", "",
-                  "Fresh MLP classifiers trained on the frozen codes of the training utterances of "
-                  f"{probes['speakers']} training speakers and tested on their held-out utterances "
-                  f"(speaker accuracy; chance {probes['chance']:.3f}). A speaker-free C_x scores near "
-                  "chance; the adversary's own accuracy during training does not show this.", "",
-                  "| code | speaker accuracy |", "|---|---|",
-                  f"| C_x, single frames | {probes['content_frame']:.3f} |",
-                  f"| C_x, time-averaged | {probes['content_pooled']:.3f} |",
-                  f"| speaker code (S_x) | {_acc(probes['speaker'])} |", ""]
-    elif probes:
-        lines += [f"Probes skipped: {probes['skipped']}.", ""]
+    lines += probe_lines(metrics.get("probes"))
 
     seen_target = "the stored training embedding" if cfg["seen_target"] == "table" else "mean of references"
     lines += ["## Protocol", "",
