@@ -373,6 +373,9 @@ def test_evaluate_errors(eval_data, cli, tmp_path):
     assert code == 2 and "manifest.tsv" in stderr and "clsvc preprocess" in stderr
     code, _, stderr = cli("evaluate", "--data", feats, "--pairs", tmp_path / "none.csv", "--out", tmp_path / "x")
     assert code == 2 and "not found" in stderr
+    code, _, stderr = cli("evaluate", "--data", feats, "--checkpoint", ckpt, "--out", tmp_path / "x",
+                          "--seen-pairs", "0", "--any2many-pairs", "0", "--unseen-pairs", "0")
+    assert code == 2 and "all 0" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "x").exists()
 
 

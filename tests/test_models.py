@@ -211,3 +211,45 @@ def test_recon_distance_is_the_configured_one_over_valid_frames(kind):
             per_utt.append(diff.abs() if kind == "l1" else diff ** 2)
         expect += torch.cat(per_utt).mean()
     assert torch.allclose(t["recon"], expect, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_delta_term_prices_frame_to_frame_changes_over_valid_steps(kind):
+    _, total, t = _terms("loss.delta=0")
+    assert "delta" not in t  # off by default: the objective is the paper's
+    model, cfg = make("loss.delta=0.5", f"loss.recon_distance={kind}")
+    mel, _, spk = batch()
+    lengths = torch.tensor([32, 20, 32, 9])
+    out = model.run(mel, lengths, None)
+    total, t = clsvc_losses(out, mel, spk, cfg.loss)
+    expect = 0.0
+    for pred in (out.mel_post, out.mel_out):
+        per_utt = []
+        for i, n in enumerate(lengths.tolist()):  # steps between two valid frames only
+            diff = (pred[i, 1:n] - pred[i, : n - 1]) - (mel[i, 1:n] - mel[i, : n - 1])
+            per_utt.append(diff.abs() if kind == "l1" else diff ** 2)
+        expect += torch.cat(per_utt).mean()
+    assert torch.allclose(t["delta"], expect, atol=1e-6)
+    base = t["recon"] + 0.1 * t["code"] + 0.1 * t["cls"] + 0.5 * t["adv"]
+    assert torch.allclose(total, base + 0.5 * t["delta"])
+
+
+def test_delta_term_sees_flattened_transitions_not_offsets():
+    from clsvc.models.losses import _delta_distance
+
+    mel, _, _ = batch()
+    mask = torch.ones(4, 32)
+    # A constant offset keeps every change (frame loss > 0, delta 0); a moving average of the same
+    # frame loss flattens them (delta > 0): the term measures what a frame loss lets blur.
+    assert _delta_distance(mel + 0.1, mel, "l1", mask).item() < 1e-6
+    smooth = torch.nn.functional.avg_pool1d(mel.transpose(1, 2), 3, 1, 1, count_include_pad=False).transpose(1, 2)
+    assert _delta_distance(smooth, mel, "l1", mask).item() > 0.05
+
+
+def test_delta_weight_is_checked():
+    from clsvc.errors import ClsvcError
+
+    with pytest.raises(ClsvcError, match="loss.delta"):
+        load_config("cpu", ["loss.delta=-0.1"])
+    with pytest.raises(ClsvcError, match="loss.delta"):
+        load_config("autovc-cpu", ["loss.delta=0.1"])

@@ -189,6 +189,11 @@ class LossConfig:
     # labels of forced alignment (``clsvc preprocess --phones``; frames without one are ignored),
     # so C_x must keep the sounds apart that the reconstruction alone lets blur. 0 = off.
     phone: float = 0.0
+    # Remedy (not in the paper) for over-smoothed outputs: the weight of recon_distance between
+    # the frame-to-frame changes (x[t] - x[t-1]) of both decoder outputs and those of the target.
+    # A frame-wise regression loss lets the decoder flatten the quick rises and falls between
+    # sounds (the transitions that carry consonants); this term prices them directly. 0 = off.
+    delta: float = 0.0
 
 
 @dataclass
@@ -780,7 +785,7 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel", "loss.phone",
+    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -857,6 +862,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 unless model.system is clsvc with its own speaker encoder (the term decodes E's S_x)")
     need(cfg.loss.phone == 0 or m.system == "clsvc", "loss.phone",
          "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
+    need(cfg.loss.delta == 0 or m.system == "clsvc", "loss.delta",
+         "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

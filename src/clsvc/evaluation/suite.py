@@ -77,6 +77,9 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
     if (checkpoint is None) == (pairs_csv is None):
         raise ClsvcError("give either --checkpoint (convert with a clsvc model) or --pairs "
                          "(score another system's converted files)")
+    if checkpoint is not None and max(cfg.seen_pairs, cfg.any2many_pairs, cfg.unseen_pairs) <= 0:
+        raise ClsvcError("nothing to evaluate: --seen-pairs, --any2many-pairs and --unseen-pairs are all 0; "
+                         "ask for at least one pair")
     if out.exists() and not force:
         raise ClsvcError(f"{out}: already exists; pass --force to replace it or choose another --out")
     if str(out.parent) and not out.parent.is_dir():

@@ -1,8 +1,8 @@
 """The ClsVC objective (paper Eq. 8) and the optional remedies, as one function.
 
 ``total = recon + alpha * code + beta * cls + lambda * adv + convert_code * conv_code
-+ convert_cls * conv_cls``. Each term is also returned on its own, with both classifiers'
-accuracies, for logging. :func:`parallel_term` is the supervised conversion term of parallel pairs
++ convert_cls * conv_cls + delta * (recon of the frame-to-frame changes)``. Each term is also
+returned on its own, with both classifiers' accuracies, for logging. :func:`parallel_term` is the supervised conversion term of parallel pairs
 (``loss.parallel``), added by the model when a batch carries them.
 """
 
@@ -44,6 +44,13 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor | 
     if mask is None:
         return d.mean()
     return masked_mean(d.mean(-1), mask)
+
+
+def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor) -> torch.Tensor:
+    """``_distance`` between the frame-to-frame changes a[:, t] - a[:, t-1] of (B, T, M) tensors
+    and those of b, over the steps whose two frames are both valid in the (B, T) mask."""
+    pair = mask[:, 1:] * mask[:, :-1]
+    return _distance(a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1], kind, pair)
 
 
 def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +98,11 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     total = recon + cfg.alpha * code + cfg.beta * cls + cfg.lambda_adv * adv
     terms = {"recon": recon, "code": code, "cls": cls, "adv": adv_ce,
              "cls_acc": cls_acc, "adv_acc": adv_acc}
+    if cfg.delta > 0:
+        delta = (_delta_distance(post, mel, cfg.recon_distance, mask)
+                 + _delta_distance(out_mel, mel, cfg.recon_distance, mask))
+        total = total + cfg.delta * delta
+        terms["delta"] = delta
     if cfg.adversarial == "entropy":
         terms["adv_uniform"] = adv_uniform
     if out.perm is not None:
