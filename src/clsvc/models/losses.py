@@ -2,8 +2,9 @@
 
 ``total = recon + alpha * code + beta * cls + lambda * adv + convert_code * conv_code
 + convert_cls * conv_cls + delta * (recon of the frame-to-frame changes)``. Each term is also
-returned on its own, with both classifiers' accuracies, for logging. :func:`parallel_term` is the supervised conversion term of parallel pairs
-(``loss.parallel``), added by the model when a batch carries them.
+returned on its own, with both classifiers' accuracies, for logging. :func:`parallel_term` is the
+supervised conversion term of parallel pairs (``loss.parallel``), added by the model when a batch
+carries them.
 """
 
 from __future__ import annotations
