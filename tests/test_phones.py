@@ -293,4 +293,6 @@ def test_the_probes_read_phones_from_the_content_code_when_the_features_have_lab
     assert 1 / 8 <= probed["phone_majority"] < 0.25
     report = "\n".join(probe_lines(probed))
     assert f"**{probed['phone_frame']:.3f}**" in report and f"{n_test} held-out frames" in report
+    assert 0.0 <= probed["phone_mel_frame"] <= 1.0  # the same probe on the mel frames themselves
+    assert f"no context, the voice still in it): {probed['phone_mel_frame']:.3f}" in report
     assert "phone" not in "\n".join(probe_lines(plain))

@@ -66,12 +66,13 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
     speaker codes —, ``labels`` (utterances,) and ``names`` (label -> speaker). ``frames`` and
     ``pooled`` are None for a system without a content code, ``speaker`` for one without a
     speaker encoder of its own. With ``with_phones`` also ``frame_phones``: the phone label of
-    each of ``frames`` (-1 = unknown; the features must have been made with ``--phones``).
+    each of ``frames`` (-1 = unknown; the features must have been made with ``--phones``), and
+    ``mel_frames`` (sum of frames, n_mels): the input mel frames those codes were read at.
     """
     feats_dir = Path(feats_dir)
     names = sorted({e.speaker for e in entries})
     rng = np.random.default_rng(seed)
-    frames, pooled, spk, lab_f, lab_u, phones = [], [], [], [], [], []
+    frames, pooled, spk, lab_f, lab_u, phones, mels = [], [], [], [], [], [], []
     device = next(model.parameters()).device
     n_mels = features_n_mels(feats_dir)
     for e in entries:
@@ -84,6 +85,7 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
             lab_f.append(np.full(len(idx), names.index(e.speaker)))
             if with_phones:
                 phones.append(load_phones(feats_dir, e, len(PHONES))[idx])
+                mels.append(mel[0, idx].float().cpu().numpy())
             pooled.append(c.mean(0))
         if codes.speaker is not None:
             spk.append(codes.speaker[0].float().cpu().numpy())
@@ -92,7 +94,8 @@ def extract_codes(model: VCSystem, feats_dir: str | Path, entries: list[Entry], 
             "frame_labels": np.concatenate(lab_f) if lab_f else None,
             "pooled": np.stack(pooled) if pooled else None, "speaker": np.stack(spk) if spk else None,
             "labels": np.array(lab_u), "names": names,
-            "frame_phones": np.concatenate(phones) if phones else None}
+            "frame_phones": np.concatenate(phones) if phones else None,
+            "mel_frames": np.concatenate(mels) if mels else None}
 
 
 def has_phones(feats_dir: str | Path, entries: list[Entry]) -> bool:
@@ -112,7 +115,10 @@ def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entr
     When both sets have phone labels (``clsvc preprocess --phones``) and some of their frames a
     known phone, also ``phone_frame``: the phone accuracy of a fresh probe on the same single C_x
     frames (known phones only), with ``phone_majority`` (the test frames' most frequent phone's
-    share, what a probe that learnt nothing scores) and ``phone_frames`` (train, test) counts.
+    share, what a probe that learnt nothing scores), ``phone_frames`` (train, test) counts and
+    ``phone_mel_frame``: the same probe on the input mel frames at the same times (one frame, no
+    context, the voice still in it): what a frame of the features says of its phone, against which
+    to read ``phone_frame`` (a C_x frame also sees its neighbours through E's recurrent layer).
     """
     with_phones = has_phones(feats_dir, train_entries) and has_phones(feats_dir, test_entries)
     tr = extract_codes(model, feats_dir, train_entries, seed=seed, with_phones=with_phones)
@@ -144,5 +150,7 @@ def probe_codes(model: VCSystem, feats_dir: str | Path, train_entries: list[Entr
                 phone_frame=probe_accuracy(tr["frames"][ktr], tr["frame_phones"][ktr], te["frames"][kte], test_phones,
                                            seed=seed),
                 phone_majority=float(np.bincount(test_phones).max() / len(test_phones)),
+                phone_mel_frame=probe_accuracy(tr["mel_frames"][ktr], tr["frame_phones"][ktr], te["mel_frames"][kte],
+                                               test_phones, seed=seed),
                 phone_frames=[int(ktr.sum()), int(kte.sum())])
     return out

@@ -115,7 +115,10 @@ def probe_lines(probes: dict[str, Any] | None) -> list[str]:
                       f"**{probes['phone_frame']:.3f}** (the most frequent phone alone: "
                       f"{probes['phone_majority']:.3f}; {probes['phone_frames'][0]} training and "
                       f"{probes['phone_frames'][1]} held-out frames with a known phone, from forced alignment of "
-                      "their transcripts): how much of what is said the content code keeps.", ""]
+                      "their transcripts): how much of what is said the content code keeps."
+                      + (" The same probe on the input mel frame at the same time (80 bands, no context, the "
+                         f"voice still in it): {probes['phone_mel_frame']:.3f}." if "phone_mel_frame" in probes
+                         else ""), ""]
     elif probes:
         lines = [f"Probes skipped: {probes['skipped']}.", ""]
     return lines
