@@ -250,6 +250,11 @@ def test_training_with_phones_runs_and_exports_without_the_head(features, tmp_pa
     assert cli_main(["export", str(last), str(out)]) == 0
     assert not any(k.startswith("phone_classifier.") for k in load_checkpoint(out)["model"])
     assert cli_main(["info", str(out)]) == 0  # loads for inference without the head
+    # A run without the term starts from this one (--init): the head is left behind, the rest copied.
+    again = train(tiny_config("train.max_steps=1"), feats, tmp_path / "again", init=last, progress=False)
+    state = load_checkpoint(again)["model"]
+    assert not any(k.startswith("phone_classifier.") for k in state)
+    assert set(state) == {k for k in load_checkpoint(last)["model"] if not k.startswith("phone_classifier.")}
 
 
 def test_training_without_phone_files_is_one_line_naming_the_fix(features, tmp_path):

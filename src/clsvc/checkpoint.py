@@ -275,8 +275,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[System, Con
 def load_weights(model: System, ckpt: dict[str, Any], where: str, partial: bool = False) -> list[str]:
     """Copy the weights (and buffers) of a checkpoint dict into ``model``, which must have the
     same structure: the same names and shapes (an exported file may lack the ``training_only``
-    parts, which keep ``model``'s own values). Anything else is one ClsvcError line naming
-    ``where`` and the first difference.
+    parts, which keep ``model``'s own values; training-only parts ``model`` does not have are
+    skipped). Anything else is one ClsvcError line naming ``where`` and the first difference.
 
     With ``partial`` only the tensors whose name and shape match are copied (e.g. a model with a
     wider decoder started from a trained one's encoder); the rest keep ``model``'s fresh values
@@ -293,7 +293,10 @@ def load_weights(model: System, ckpt: dict[str, Any], where: str, partial: bool 
         return [k for k in own if k not in fits]
     optional = model.training_only if is_inference_only(ckpt) else ()
     missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own]
+    # A training-only part this config does not build (ClsVC's phone classifier when the run that
+    # saved it had loss.phone and this one has not) is left behind; inference never needed it.
+    unexpected = [k for k in state if k not in own and not k.startswith(model.training_only)]
+    state = {k: v for k, v in state.items() if k in own}
     shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
         if shapes:
