@@ -226,19 +226,26 @@ def f0_path(feature: Path) -> Path:
     return feature.with_name(feature.stem + ".f0.npy")
 
 
+def _load_beside(path: Path, what: str, flag: str, missing: str, alternative: str = "") -> object:
+    """The array ``np.load`` reads from ``path``, a file ``clsvc preprocess FLAG`` keeps beside a
+    feature file; missing (``missing``, then the fix and ``alternative``) or unreadable is a
+    one-line ClsvcError naming it. The caller checks the array's shape and values."""
+    if not path.is_file():
+        raise ClsvcError(f"{path}: {missing}: re-run `clsvc preprocess` with {flag} into the same --out "
+                         f"(utterances that have theirs are kept){alternative}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        raise ClsvcError(f"{path}: {what} file unreadable; re-run `clsvc preprocess {flag}`") from None
+
+
 def load_f0(folder: str | Path, entry: Entry) -> np.ndarray:
     """The F0 contour (frames,) float32 in Hz (0 = unvoiced) kept beside ``entry``'s features by
     ``clsvc preprocess --f0``; missing or malformed (not ``frames`` finite values >= 0) is a
     one-line ClsvcError naming the file."""
     path = f0_path(feature_path(folder, entry))
-    if not path.is_file():
-        raise ClsvcError(f"{path}: no F0 contour beside the features; this model is conditioned on pitch "
-                         "(model.f0_condition): re-run `clsvc preprocess` with --f0 into the same --out "
-                         "(utterances that have theirs are kept)")
-    try:
-        f0 = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        raise ClsvcError(f"{path}: F0 file unreadable; re-run `clsvc preprocess --f0`") from None
+    f0 = _load_beside(path, "F0", "--f0", "no F0 contour beside the features; this model is conditioned on "
+                      "pitch (model.f0_condition)")
     if (not isinstance(f0, np.ndarray) or not np.issubdtype(f0.dtype, np.floating) or f0.shape != (entry.frames,)
             or not np.isfinite(f0).all() or (f0 < 0).any()):
         raise ClsvcError(f"{path}: F0 file is not {entry.frames} finite values >= 0 (Hz, one per frame); "
@@ -257,14 +264,8 @@ def load_phones(folder: str | Path, entry: Entry, n_phones: int) -> np.ndarray:
     --phones``: an index below ``n_phones`` per frame, -1 where unknown; missing or malformed is
     a one-line ClsvcError naming the file."""
     path = phones_path(feature_path(folder, entry))
-    if not path.is_file():
-        raise ClsvcError(f"{path}: no phone labels beside the features; this training supervises the content "
-                         "code with phones (loss.phone): re-run `clsvc preprocess` with --phones into the same "
-                         "--out (utterances that have theirs are kept), or set loss.phone=0")
-    try:
-        phones = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
-        raise ClsvcError(f"{path}: phone file unreadable; re-run `clsvc preprocess --phones`") from None
+    phones = _load_beside(path, "phone", "--phones", "no phone labels beside the features; this training "
+                          "supervises the content code with phones (loss.phone)", ", or set loss.phone=0")
     if (not isinstance(phones, np.ndarray) or not np.issubdtype(phones.dtype, np.integer)
             or phones.shape != (entry.frames,) or (phones < -1).any() or (phones >= n_phones).any()):
         raise ClsvcError(f"{path}: phone file is not {entry.frames} integers in [-1, {n_phones}) (one per frame); "
