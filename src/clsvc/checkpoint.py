@@ -297,7 +297,7 @@ def load_weights(model: System, ckpt: dict[str, Any], where: str, partial: bool 
     # saved it had loss.phone and this one has not) is left behind; inference never needed it.
     unexpected = [k for k in state if k not in own and not k.startswith(model.training_only)]
     state = {k: v for k, v in state.items() if k in own}
-    shapes = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [k for k in state if tuple(state[k].shape) != tuple(own[k].shape)]  # state: own's keys only
     if missing or unexpected or shapes:
         if shapes:
             k = shapes[0]
