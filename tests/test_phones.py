@@ -18,7 +18,7 @@ from clsvc.checkpoint import load_checkpoint
 from clsvc.cli import main as cli_main
 from clsvc.config import MelConfig, load_config
 from clsvc.data import FeatureSet, read_manifest
-from clsvc.data.align import PHONES, UNKNOWN, available, phone_labels
+from clsvc.data.align import PHONES, UNKNOWN, available, loop_phones, phone_labels
 from clsvc.data.manifest import feature_path, load_phones, phones_path, read_features_info
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
@@ -104,6 +104,34 @@ def test_no_transcript_or_an_unknown_word_leaves_every_frame_unknown():
     assert np.array_equal(long[:frames], phone_labels(wav, text, frames, MEL)) and (long[frames + 2:] == UNKNOWN).all()
 
 
+@needs_aligner
+def test_the_phone_loop_labels_speech_without_its_words():
+    # The LibriSpeech demo clip has no transcript: alignment knows nothing, the loop hears phones.
+    with resources.as_file(DEMO / "ls2033_0004.flac") as path:
+        wav = load_wav(path, MEL)
+    frames = len(wav_to_mel(wav, MEL))
+    assert (phone_labels(wav, "", frames, MEL) == UNKNOWN).all()
+    heard = phone_labels(wav, "", frames, MEL, loop=True)
+    assert heard.dtype == np.int16 and heard.shape == (frames,)
+    assert (heard >= 0).mean() > 0.95  # the segments tile the clip
+    assert len({p for p in _runs(heard) if p != "SIL"}) >= 15  # a sentence's worth of different sounds
+    assert np.array_equal(heard, phone_labels(wav, "", frames, MEL, loop=True))  # no state kept between calls
+    segs = loop_phones(wav, MEL.sample_rate)
+    assert all(a < b for _, a, b in segs) and all(b0 == pytest.approx(a1) for (_, _, b0), (_, a1, _) in zip(segs, segs[1:]))
+    assert loop_phones(np.zeros(0, np.float32)) == []
+    # Where the words are known, alignment wins; the loop agrees with it on many more frames than
+    # the most frequent phone would (chance about 0.1 on a clip with its silences).
+    file, _, text = _demo_clips()[1]
+    with resources.as_file(DEMO / file) as path:
+        wav = load_wav(path, MEL)
+    frames = len(wav_to_mel(wav, MEL))
+    aligned = phone_labels(wav, text, frames, MEL)
+    assert np.array_equal(phone_labels(wav, text, frames, MEL, loop=True), aligned)
+    loop = phone_labels(wav, "", frames, MEL, loop=True)
+    known = aligned >= 0
+    assert (loop[known] == aligned[known]).mean() > 0.3
+
+
 # ---------------------------------------------------------------------------------------- preprocess
 
 
@@ -133,6 +161,25 @@ def test_preprocess_phones_writes_labels_of_the_trimmed_samples(arctic_corpus, t
     before = kept.stat().st_mtime_ns
     assert cli_main(["preprocess", str(arctic_corpus), "--out", str(out), "--phones", "--jobs", "1", "--quiet"]) == 0
     assert phones_path(lost).is_file() and kept.stat().st_mtime_ns == before
+
+
+@needs_aligner
+def test_preprocess_phone_loop_labels_the_untranscribed_and_only_those_on_a_rerun(arctic_corpus, tmp_path):
+    out = tmp_path / "feats"
+    assert cli_main(["preprocess", str(arctic_corpus), "--out", str(out), "--phones", "--jobs", "1", "--quiet"]) == 0
+    entries = {e.speaker: e for e in read_manifest(out)}
+    ls, slt = phones_path(feature_path(out, entries["ls"])), phones_path(feature_path(out, entries["slt"]))
+    assert (np.load(ls) == UNKNOWN).all()
+    before = slt.stat().st_mtime_ns
+    # --phone-loop implies --phones; the folder's labelled utterances are kept, the unknown one is redone.
+    assert cli_main(["preprocess", str(arctic_corpus), "--out", str(out), "--phone-loop", "--jobs", "1", "--quiet"]) == 0
+    info = read_features_info(out)["preprocess"]
+    assert info["phones"] is True and info["phone_loop"] is True
+    assert slt.stat().st_mtime_ns == before
+    e = entries["ls"]
+    wav = trim_silence(load_wav(e.source, MEL), 40.0, MEL)
+    assert np.array_equal(load_phones(out, e, len(PHONES)), phone_labels(wav, "", e.frames, MEL, loop=True))
+    assert (np.load(ls) >= 0).mean() > 0.95
 
 
 def test_load_phones_refuses_missing_or_malformed_files_in_one_line(features):

@@ -149,7 +149,7 @@ def cmd_preprocess(a: argparse.Namespace) -> None:
     entries = preprocess(a.corpus, a.out, cfg.mel, kind=a.corpus_kind, split=spec, trim_db=a.trim_db,
                          min_frames=a.min_frames, jobs=a.jobs,
                          speakers=_csv_list(a.speakers) if a.speakers else None, merge=a.merge,
-                         keep_wav=a.keep_wav, f0=a.f0, phones=a.phones,
+                         keep_wav=a.keep_wav, f0=a.f0, phones=a.phones, phone_loop=a.phone_loop,
                          progress=not a.quiet)
     counts: dict[str, int] = {}
     for e in entries:
@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--phones", action="store_true",
                    help="also keep each transcribed utterance's phone labels, one per frame, by forced alignment "
                         "with PocketSphinx (for loss.phone)")
+    s.add_argument("--phone-loop", action="store_true",
+                   help="--phones, and label the utterances without a transcript (or whose alignment fails) by "
+                        "PocketSphinx's phone-loop decoding, no words needed (noisier than alignment)")
     s.add_argument("--corpus-kind", default="auto", choices=["auto", "vctk", "librispeech", "folders"])
     s.add_argument("--config", default=None, help="config whose mel section to use (default: the paper's)")
     s.add_argument("--unseen", help="comma-separated speakers kept out of training (one-shot tests)")

@@ -187,6 +187,14 @@ def _existing_frames(path: Path, n_mels: int) -> int | None:
     return int(arr.shape[0])
 
 
+def _any_known_phone(path: Path) -> bool:
+    """True when the phone-label file ``path`` exists, reads, and knows at least one frame."""
+    try:
+        return bool((np.load(path, allow_pickle=False) >= 0).any())
+    except Exception:
+        return False
+
+
 # ----------------------------------------------------------------------------------------------
 # worker processes: they die with the parent and never print a traceback when stopped
 
@@ -223,7 +231,7 @@ def _worker_init(parent: int, start_method: str) -> None:
 def _process_one(args: tuple) -> tuple[int, str]:
     """Worker: returns (frames, "") or (0, reason)."""
     global _writing
-    src, dst, mel_cfg, trim_db, min_frames, keep_wav, f0, phones, transcript = args
+    src, dst, mel_cfg, trim_db, min_frames, keep_wav, f0, phones, phone_loop, transcript = args
     _writing = dst
     try:
         wav = load_wav(src, mel_cfg)
@@ -245,7 +253,7 @@ def _process_one(args: tuple) -> tuple[int, str]:
         if phones:  # likewise; without a transcript (or an alignment) every frame is -1, unknown
             _writing = phones_path(dst)
             with atomic_path(phones_path(dst), suffix=".npy") as tmp:
-                np.save(tmp, phone_labels(wav, transcript, len(mel), mel_cfg))
+                np.save(tmp, phone_labels(wav, transcript, len(mel), mel_cfg, loop=phone_loop))
             _writing = dst
         with atomic_path(dst, suffix=".npy") as tmp:
             np.save(tmp, mel.astype(np.float32))
@@ -373,6 +381,7 @@ def preprocess(
     keep_wav: bool = False,
     f0: bool = False,
     phones: bool = False,
+    phone_loop: bool = False,
 ) -> list[Entry]:
     """Preprocess ``corpus`` (one folder or a list of folders, e.g. VCTK + LibriSpeech) into
     ``out``; returns the manifest entries that were written.
@@ -396,7 +405,9 @@ def preprocess(
     int16 indices into :data:`clsvc.data.align.PHONES`, -1 = unknown), by forced alignment of its
     transcript on the same (trimmed) samples (:func:`clsvc.data.align.phone_labels`; an utterance
     without a transcript gets -1 throughout), for a content code supervised with phones
-    (``loss.phone``).
+    (``loss.phone``). ``phone_loop`` (implies ``phones``): an utterance without a transcript, or
+    whose alignment fails, is labelled by PocketSphinx's phone-loop decoding instead (noisier; no
+    words needed), and on a re-run an utterance whose labels are all unknown is labelled again.
     """
     from tqdm import tqdm
 
@@ -450,9 +461,10 @@ def preprocess(
         raise ClsvcError(f"{out}: cannot create the output folder ({e.strerror}); choose a writable path") from None
     if not os.access(out, os.W_OK):
         raise ClsvcError(f"{out}: folder is not writable; choose another --out")
+    phones = phones or phone_loop
     settings = {"corpus": recorded, "kind": kind, "trim_db": trim_db,
                 "min_frames": min_frames, "split": asdict(split), "keep_wav": keep_wav, "f0": f0,
-                "phones": phones}
+                "phones": phones, "phone_loop": phone_loop}
     write_features_info(out, mel_cfg, settings)
 
     skipped: list[tuple[Utterance, str]] = []
@@ -468,14 +480,16 @@ def preprocess(
                 n = None  # made without its F0 contour: redo it
             if n is not None and phones and not phones_path(dst).is_file():
                 n = None  # made without its phone labels: redo it
+            if n is not None and phone_loop and not _any_known_phone(phones_path(dst)):
+                n = None  # labelled without the phone loop (or before it could): try it
             if n is not None:
                 frames[(u.speaker, u.utt_id)] = n
             else:
                 todo.append(u)
 
         workers = min(jobs or _usable_cores(), len(todo)) or 1
-        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav, f0, phones, u.transcript)
-                for u in todo]
+        args = [(u.path, out / _feature_relpath(u), mel_cfg, trim_db, min_frames, keep_wav, f0, phones, phone_loop,
+                 u.transcript) for u in todo]
         bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc="preprocess",
                    unit="utt", disable=not progress, dynamic_ncols=True)
         pooled = workers > 1 and len(todo) >= 8
