@@ -304,6 +304,72 @@ def test_training_with_phones_runs_and_exports_without_the_head(features, tmp_pa
     assert set(state) == {k for k in load_checkpoint(last)["model"] if not k.startswith("phone_classifier.")}
 
 
+READER_ON = "loss.phone_out=0.5"
+
+
+def test_the_phone_reader_learns_real_phones_and_its_frozen_copy_checks_the_decoded_mels(features, tmp_path):
+    feats = _with_labels(features, tmp_path)
+    cfg = tiny_config(READER_ON)
+    cfg.model.n_speakers = 3
+    torch.manual_seed(0)
+    model = build_system(cfg)
+    assert model.batch_inputs(cfg) == ("mel", "phones") and model.phone_classifier is None
+    assert not any(k.startswith("phone_reader.") for k in model.inference_state_dict())
+    off = tiny_config()
+    off.model.n_speakers = 3
+    assert build_system(off).phone_reader is None  # off unless asked for
+    batch = FeatureSet(feats, ("train",), with_phones=True).sample(6, 32, torch.Generator().manual_seed(0))
+    with pytest.raises(ClsvcError, match="--phones"):
+        model(batch.mel, batch.lengths, batch.speaker)
+    # The decoded term: the frozen reader's CE on the reconstruction and on the conversion of each
+    # row into the next row's voice, averaged; labels are the source's.
+    model.train()
+    perm = torch.roll(torch.arange(6), 1)
+    out = model.run(batch.mel, batch.lengths, perm)
+    real, decoded, terms = model.phone_out_terms(batch.mel, out, batch.phones)
+    assert out.conv_content is None  # no conversion losses asked for: no re-encoding
+    post_ce, _ = phone_term(model.phone_reader(out.mel_post), batch.phones, out.mask)
+    conv_ce, _ = phone_term(model.phone_reader(out.conv_mel), batch.phones, out.mask)
+    assert torch.allclose(decoded, (post_ce + conv_ce) / 2)
+    assert torch.allclose(real, phone_term(model.phone_reader(batch.mel), batch.phones, out.mask)[0])
+    assert {"phone_reader", "phone_reader_acc", "phone_out", "phone_out_acc", "phone_conv_acc"} <= set(terms)
+    # Each part moves only its own player: the reader learns from real mels alone, the decoder
+    # (and encoder) from the decoded term alone.
+    model.zero_grad()
+    real.backward(retain_graph=True)
+    assert model.phone_reader.out.weight.grad.abs().sum() > 0
+    assert model.decoder.out.weight.grad is None or model.decoder.out.weight.grad.abs().sum() == 0
+    model.zero_grad()
+    decoded.backward()
+    assert model.phone_reader.out.weight.grad is None or model.phone_reader.out.weight.grad.abs().sum() == 0
+    assert model.decoder.out.weight.grad.abs().sum() > 0 and model.encoder.proj.weight.grad.abs().sum() > 0
+    # Training: the reader learns to read the phones.
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(25):
+        loss, terms = model(batch.mel, batch.lengths, batch.speaker, **batch.extra())
+        assert torch.isfinite(loss)
+        first = first if first is not None else terms["phone_reader"].item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert terms["phone_reader"].item() < 0.7 * first
+
+
+def test_a_run_with_the_reader_starts_from_one_without_and_exports_without_it(features, tmp_path):
+    feats = _with_labels(features, tmp_path)
+    plain = train(tiny_config("train.max_steps=1"), feats, tmp_path / "plain", progress=False)
+    # --init from a training run that never built the reader: the reader starts fresh.
+    last = train(tiny_config(READER_ON, "train.max_steps=2"), feats, tmp_path / "run", init=plain, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any("phone_out" in r and "phone_reader" in r for r in rows if r.get("kind") == "train")
+    assert any(k.startswith("phone_reader.") for k in load_checkpoint(last)["model"])
+    out = tmp_path / "model.pt"
+    assert cli_main(["export", str(last), str(out)]) == 0
+    assert not any(k.startswith("phone_reader.") for k in load_checkpoint(out)["model"])
+    assert cli_main(["info", str(out)]) == 0
+
+
 def test_training_without_phone_files_is_one_line_naming_the_fix(features, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ClsvcError) as err:
@@ -319,6 +385,10 @@ def test_config_refuses_a_negative_weight_or_another_system():
         load_config("cpu", ["loss.phone=-1"])
     with pytest.raises(ClsvcError, match="loss.phone"):
         load_config("cpu", ["model.system=autovc", PHONE_ON])
+    assert load_config("cpu").loss.phone_out == 0.0
+    for bad in (["loss.phone_out=-0.1"], ["model.system=vqvc", READER_ON], [READER_ON, "model.phone_reader_channels=0"]):
+        with pytest.raises(ClsvcError, match=r"loss.phone_out|phone_reader_channels"):
+            load_config("cpu", bad)
 
 
 # ---------------------------------------------------------------------------------------- probes

@@ -291,7 +291,8 @@ def load_weights(model: System, ckpt: dict[str, Any], where: str, partial: bool 
                              "in common); pass a checkpoint of the same system")
         model.load_state_dict(fits, strict=False)
         return [k for k in own if k not in fits]
-    optional = model.training_only if is_inference_only(ckpt) else ()
+    # An exported file has no training-only part; a training run's lacks those its config did not build.
+    optional = model.training_only if is_inference_only(ckpt) else model.optional_training
     missing = [k for k in own if k not in state and not k.startswith(optional)]
     # A training-only part this config does not build (ClsVC's phone classifier when the run that
     # saved it had loss.phone and this one has not) is left behind; inference never needed it.

@@ -153,6 +153,10 @@ class ModelConfig:
     adversary_input: AdversaryInput = "frame"
     adversary_hidden: int = 256
     adversary_layers: int = 2
+    # The phone reader of ``loss.phone_out`` (training only): ``phone_reader_layers`` Conv1d
+    # (k=5, ``phone_reader_channels``, ReLU) on the mel, then a linear map to the phones.
+    phone_reader_channels: int = 256
+    phone_reader_layers: int = 4
 
 
 @dataclass
@@ -194,6 +198,14 @@ class LossConfig:
     # A frame-wise regression loss lets the decoder flatten the quick rises and falls between
     # sounds (the transitions that carry consonants); this term prices them directly. 0 = off.
     delta: float = 0.0
+    # Remedy (not in the paper) for outputs the decoder renders less clearly than speech: the
+    # weight of a phone term on the decoded mels. A small conv net (the phone reader) learns to
+    # read each frame's phone from the real input mel (labels of ``clsvc preprocess --phones``);
+    # a frozen copy of it must then read the same phones from the reconstruction and from a
+    # conversion of the same crop into another speaker of the batch, and that cross-entropy,
+    # times this weight, trains the decoder (and the encoder, unless frozen). A conversion has
+    # no target mel to regress to; its words can still be checked. 0 = off.
+    phone_out: float = 0.0
 
 
 @dataclass
@@ -771,6 +783,7 @@ _MIN_INT: dict[str, int] = {
     "model.dec_pre_lstm": 0, "model.dec_channels": 1, "model.dec_conv_layers": 0,
     "model.dec_lstm_hidden": 0, "model.dec_lstm_layers": 0, "model.postnet_channels": 0,
     "model.postnet_layers": 0, "model.adversary_hidden": 0, "model.adversary_layers": 0,
+    "model.phone_reader_channels": 1, "model.phone_reader_layers": 0,
     "autovc.downsample": 1,
     "vqvc.channels": 1, "vqvc.levels": 1, "vqvc.codebook_size": 2, "vqvc.code_dim": 1,
     "vae.latent_dim": 1, "vae.speaker_emb_dim": 1, "vae.channels": 1, "vae.kl_anneal_steps": 0,
@@ -785,7 +798,7 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta",
+    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta", "loss.phone_out",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -864,6 +877,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
     need(cfg.loss.delta == 0 or m.system == "clsvc", "loss.delta",
          "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
+    need(cfg.loss.phone_out == 0 or m.system == "clsvc", "loss.phone_out",
+         "must be 0 unless model.system is clsvc (the term reads ClsVC's decoded mels)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

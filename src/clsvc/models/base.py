@@ -44,6 +44,8 @@ class System(nn.Module):
       this order (a GAN: ``("disc", "gen")``).
     * ``training_only`` — state-dict prefixes that inference does not need (classifiers,
       discriminators); an exported model leaves them out.
+    * ``optional_training`` — those of them that only some configs build (a loss term's own
+      head): a checkpoint of a run without one may start (``--init``) a run with it, fresh.
     * ``inputs`` — what a training batch must hold: ``"mel"`` always; ``"wav"`` for a system
       that learns audio (the features then need ``clsvc preprocess --keep-wav``); ``"f0"`` for
       one conditioned on pitch (``clsvc preprocess --f0``). :meth:`batch_inputs` says it for a
@@ -52,6 +54,7 @@ class System(nn.Module):
 
     phases: ClassVar[tuple[str, ...]] = ("main",)
     training_only: ClassVar[tuple[str, ...]] = ()
+    optional_training: ClassVar[tuple[str, ...]] = ()
     inputs: ClassVar[tuple[str, ...]] = ("mel",)
 
     @classmethod

@@ -104,6 +104,21 @@ class Decoder(nn.Module):
         return mel, self.postnet(mel)
 
 
+class PhoneReader(nn.Module):
+    """mel (B, T, n_mels) -> phone logits (B, T, len(PHONES)): ``layers`` Conv1d blocks (k=5,
+    ``channels``, ReLU, no norm: a frozen copy reads decoded mels, so no batch statistics may
+    leak between real and decoded batches) and a linear map. With 4 layers each frame is read
+    with +-8 frames (+-128 ms) of context, as a phone needs."""
+
+    def __init__(self, n_mels: int, channels: int, layers: int):
+        super().__init__()
+        self.convs, d = conv_stack(n_mels, channels, layers, 5, "none")
+        self.out = nn.Linear(d, len(PHONES))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.out(self.convs(mel.transpose(1, 2)).transpose(1, 2))
+
+
 class ClsVC(VCSystem):
     """ClsVC (encoder E, decoder D + postnet, speaker classifier C1, adversary C2).
 
@@ -112,7 +127,8 @@ class ClsVC(VCSystem):
     ``torch.inference_mode``.
     """
 
-    training_only = ("speaker_classifier.", "adversary.", "phone_classifier.")
+    training_only = ("speaker_classifier.", "adversary.", "phone_classifier.", "phone_reader.")
+    optional_training = ("phone_classifier.", "phone_reader.")  # built with loss.phone / loss.phone_out
 
     @classmethod
     def from_config(cls, cfg: Config) -> ClsVC:
@@ -122,9 +138,9 @@ class ClsVC(VCSystem):
     @classmethod
     def batch_inputs(cls, cfg: Config) -> tuple[str, ...]:
         """The mels, the pitch features with ``model.f0_condition``, the phone labels with
-        ``loss.phone``."""
+        ``loss.phone`` or ``loss.phone_out``."""
         return (cls.inputs + (("f0",) if cfg.model.f0_condition else ())
-                + (("phones",) if cfg.loss.phone > 0 else ()))
+                + (("phones",) if cfg.loss.phone > 0 or cfg.loss.phone_out > 0 else ()))
 
     def param_groups(self, phase: str) -> list[dict[str, Any]]:
         """Two groups: everything but C2, and C2 at ``optim.adversary_lr_mult`` times the rate."""
@@ -157,6 +173,9 @@ class ClsVC(VCSystem):
         # With loss.phone a linear read-out of each frame's phone from C_x (training only): linear,
         # so that the phones must be spelled out in the code itself, not recovered by the head.
         self.phone_classifier = nn.Linear(cfg.content_dim, len(PHONES)) if self.loss_cfg.phone > 0 else None
+        # With loss.phone_out a reader of phones from mels (training only; see phone_out_terms).
+        self.phone_reader = (PhoneReader(n_mels, cfg.phone_reader_channels, cfg.phone_reader_layers)
+                             if self.loss_cfg.phone_out > 0 else None)
         self.voice: VoicePart
         if self.own_speaker:
             self.voice = EncoderVoice(self.embed, cfg.speaker_dim)
@@ -224,9 +243,10 @@ class ClsVC(VCSystem):
         by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``.
 
         With ``loss.phone`` > 0, ``phones`` (B, T) are the frames' phone labels (-1 = unknown): the
-        phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``)."""
+        phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``).
+        With ``loss.phone_out`` > 0 they also feed :meth:`phone_out_terms`."""
         perm = None
-        if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
+        if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0 or self.loss_cfg.phone_out > 0:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
         vectors = None
         if not self.own_speaker:
@@ -243,14 +263,41 @@ class ClsVC(VCSystem):
             total = total + self.loss_cfg.parallel * par
             terms["parallel"] = par
             terms["total"] = total
+        if (self.phone_classifier is not None or self.phone_reader is not None) and phones is None:
+            raise ClsvcError("loss.phone and loss.phone_out need the frames' phone labels (phones=...; training "
+                             "needs features made with `clsvc preprocess --phones`)")
         if self.phone_classifier is not None:
-            if phones is None:
-                raise ClsvcError("loss.phone needs the frames' phone labels (phones=...; training needs features "
-                                 "made with `clsvc preprocess --phones`)")
+            assert phones is not None
             ce, acc = phone_term(self.phone_classifier(out.content), phones, out.mask)
             total = total + self.loss_cfg.phone * ce
             terms.update(phone=ce, phone_acc=acc, total=total)
+        if self.phone_reader is not None:
+            assert phones is not None
+            reader, decoded, more = self.phone_out_terms(mel, out, phones)
+            # The reader's own term moves only the reader (its input is detached); the decoded
+            # term moves only the networks that made the mels (the reader is a frozen copy there).
+            total = total + reader + self.loss_cfg.phone_out * decoded
+            terms.update(more, total=total)
         return total, terms
+
+    def phone_out_terms(self, mel: torch.Tensor, out: ClsVCOutput, phones: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``loss.phone_out``: (the reader's cross-entropy on the real mels (B, T, M), the frozen
+        reader's cross-entropy on the decoded ones, the named terms to log). The decoded term is
+        the mean of the reconstruction's (postnet output) and, when ``out`` holds one, the
+        conversion's; ``phones`` (B, T) are the source frames' labels, right for both (a
+        conversion keeps the source's words and timing)."""
+        assert self.phone_reader is not None
+        real, real_acc = phone_term(self.phone_reader(mel.detach()), phones, out.mask)
+        frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
+        outputs = [out.mel_post] + ([out.conv_mel] if out.conv_mel is not None else [])
+        read = [phone_term(functional_call(self.phone_reader, frozen, (m,)), phones, out.mask) for m in outputs]
+        decoded = torch.stack([ce for ce, _ in read]).mean()
+        more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded,
+                "phone_out_acc": read[0][1]}
+        if len(read) > 1:
+            more["phone_conv_acc"] = read[1][1]
+        return real, decoded, more
 
     def parallel_loss(self, mel: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
                       f0: torch.Tensor | None = None) -> torch.Tensor:
@@ -308,9 +355,11 @@ class ClsVC(VCSystem):
         if perm is not None:
             _, conv_post = self.decode(content, s_norm[perm], f0)  # a_b keeps a's intonation
             out.perm = perm
-            out.conv_speaker, out.conv_content, _ = self.encode(conv_post, lengths)
-            if out.conv_speaker is not None:
-                out.conv_spk_logits = self.speaker_classifier(F.normalize(out.conv_speaker, dim=-1))
+            out.conv_mel = conv_post
+            if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0:
+                out.conv_speaker, out.conv_content, _ = self.encode(conv_post, lengths)
+                if out.conv_speaker is not None:
+                    out.conv_spk_logits = self.speaker_classifier(F.normalize(out.conv_speaker, dim=-1))
         return out
 
     # ------------------------------------------------------------------ inference

@@ -33,6 +33,7 @@ class ClsVCOutput:
     adv_logits: torch.Tensor  # C2 logits that train C2: (B, T, K) per frame or (B, K) pooled
     enc_adv_logits: torch.Tensor  # C2 logits whose loss trains the encoder (grl: same tensor)
     perm: torch.Tensor | None = None  # conversion partner of each row
+    conv_mel: torch.Tensor | None = None  # D(C_a, S_b) after the postnet (B, T, M)
     conv_speaker: torch.Tensor | None = None  # S of E(D(C_a, S_b)) (B, s)
     conv_content: torch.Tensor | None = None  # C of E(D(C_a, S_b)) (B, T, c)
     conv_spk_logits: torch.Tensor | None = None  # C1 on the re-encoded conversion (B, K)
@@ -106,8 +107,7 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
         terms["delta"] = delta
     if cfg.adversarial == "entropy":
         terms["adv_uniform"] = adv_uniform
-    if out.perm is not None:
-        assert out.conv_content is not None
+    if out.perm is not None and out.conv_content is not None:  # the conversion losses are on
         conv_code = _distance(out.conv_content.float(), out.content.detach().float(), cfg.code_distance, mask)
         if out.speaker is not None and out.conv_speaker is not None:
             target_spk = F.normalize(out.speaker, dim=-1)[out.perm].detach()
