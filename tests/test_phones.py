@@ -356,6 +356,22 @@ def test_the_phone_reader_learns_real_phones_and_its_frozen_copy_checks_the_deco
     assert terms["phone_reader"].item() < 0.7 * first
 
 
+def test_the_reader_can_learn_on_voice_perturbed_mels(features, tmp_path):
+    feats = _with_labels(features, tmp_path)
+    batch = FeatureSet(feats, ("train",), with_phones=True).sample(6, 32, torch.Generator().manual_seed(0))
+    reads = {}
+    for where in ("mel", "perturbed"):
+        cfg = tiny_config(READER_ON, "model.voice_warp=1.2", f"model.phone_reader_input={where}")
+        cfg.model.n_speakers = 3
+        torch.manual_seed(0)
+        model = build_system(cfg).train()
+        out = model.run(batch.mel, batch.lengths, torch.roll(torch.arange(6), 1))
+        real, _, _ = model.phone_out_terms(batch.mel, out, batch.phones)
+        plain, _ = phone_term(model.phone_reader(batch.mel), batch.phones, out.mask)
+        reads[where] = torch.isclose(real, plain).item()
+    assert reads == {"mel": True, "perturbed": False}  # the perturbed reader saw another voice
+
+
 def test_a_run_with_the_reader_starts_from_one_without_and_exports_without_it(features, tmp_path):
     feats = _with_labels(features, tmp_path)
     plain = train(tiny_config("train.max_steps=1"), feats, tmp_path / "plain", progress=False)
@@ -389,6 +405,11 @@ def test_config_refuses_a_negative_weight_or_another_system():
     for bad in (["loss.phone_out=-0.1"], ["model.system=vqvc", READER_ON], [READER_ON, "model.phone_reader_channels=0"]):
         with pytest.raises(ClsvcError, match=r"loss.phone_out|phone_reader_channels"):
             load_config("cpu", bad)
+    with pytest.raises(ClsvcError, match="model.phone_reader_input.*voice perturbation"):
+        load_config("cpu", [READER_ON, "model.phone_reader_input=perturbed"])  # cpu has no perturbation
+    with pytest.raises(ClsvcError, match="model.phone_reader_input"):
+        load_config("real", [READER_ON, "model.phone_reader_input=warped"])
+    assert load_config("real", [READER_ON, "model.phone_reader_input=perturbed"]).model.phone_reader_input == "perturbed"
 
 
 # ---------------------------------------------------------------------------------------- probes

@@ -53,6 +53,7 @@ SpeakerEncoder = Literal["own", "dvector"]
 AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
 Distance = Literal["l1", "l2"]  # of a loss term: mean absolute or mean squared error
+PhoneReaderInput = Literal["mel", "perturbed"]
 Sampling = Literal["speaker", "utterance", "sqrt"]
 Schedule = Literal["constant", "cosine"]  # of the learning rate over a run
 
@@ -157,6 +158,10 @@ class ModelConfig:
     # (k=5, ``phone_reader_channels``, ReLU) on the mel, then a linear map to the phones.
     phone_reader_channels: int = 256
     phone_reader_layers: int = 4
+    # What the reader learns on: the input mel, or its voice-perturbed copy (``voice_warp``,
+    # ``voice_eq_db``), so that its reading depends less on the voice and a decoder cannot make a
+    # conversion easier to read by keeping the source's voice in it (BENCHMARKS.md, stop 31).
+    phone_reader_input: PhoneReaderInput = "mel"
 
 
 @dataclass
@@ -879,6 +884,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
     need(cfg.loss.phone_out == 0 or m.system == "clsvc", "loss.phone_out",
          "must be 0 unless model.system is clsvc (the term reads ClsVC's decoded mels)")
+    need(m.phone_reader_input == "mel" or m.voice_warp > 1.0 or m.voice_eq_db > 0, "model.phone_reader_input",
+         "perturbed needs a voice perturbation (model.voice_warp > 1 or model.voice_eq_db > 0)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",
          "must be true or false, and true only with model.system clsvc (the other systems have no pitch input)")
     need(mel.win_length <= mel.n_fft, "mel.win_length", f"must not exceed mel.n_fft = {mel.n_fft}")

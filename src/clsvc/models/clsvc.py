@@ -282,13 +282,17 @@ class ClsVC(VCSystem):
 
     def phone_out_terms(self, mel: torch.Tensor, out: ClsVCOutput, phones: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """``loss.phone_out``: (the reader's cross-entropy on the real mels (B, T, M), the frozen
+        """``loss.phone_out``: (the reader's cross-entropy on the real mels (B, T, M) (their
+        voice-perturbed copies with ``model.phone_reader_input: perturbed``), the frozen
         reader's cross-entropy on the decoded ones, the named terms to log). The decoded term is
         the mean of the reconstruction's (postnet output) and, when ``out`` holds one, the
         conversion's; ``phones`` (B, T) are the source frames' labels, right for both (a
         conversion keeps the source's words and timing)."""
         assert self.phone_reader is not None
-        real, real_acc = phone_term(self.phone_reader(mel.detach()), phones, out.mask)
+        seen = mel.detach()
+        if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None:
+            seen = self.perturb(seen)  # a fresh random voice per row, as the content path gets
+        real, real_acc = phone_term(self.phone_reader(seen), phones, out.mask)
         frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
         outputs = [out.mel_post] + ([out.conv_mel] if out.conv_mel is not None else [])
         read = [phone_term(functional_call(self.phone_reader, frozen, (m,)), phones, out.mask) for m in outputs]
