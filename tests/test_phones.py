@@ -253,21 +253,30 @@ def test_phone_term_counts_only_known_valid_frames():
     assert ce.item() == 0.0 and acc.item() == 0.0 and ce.requires_grad
 
 
-def test_the_phone_classifier_trains_with_the_code_and_is_not_shipped(features, tmp_path):
-    feats = _with_labels(features, tmp_path)
-    cfg = tiny_config(PHONE_ON, "model.voice_warp=1.2")
+def _model_with_head(feats, switch: tuple[str, ...], head: str):
+    """A tiny ClsVC with a phone term on (``switch``: overrides) and a training batch with labels,
+    after the checks both phone terms share: the labels become an input, the term's head ``head``
+    is built only when asked for and is training-only, and a batch without labels is refused."""
+    cfg = tiny_config(*switch)
     cfg.model.n_speakers = 3
     torch.manual_seed(0)
     model = build_system(cfg)
     assert model.batch_inputs(cfg) == ("mel", "phones")
-    assert model.phone_classifier.in_features == cfg.model.content_dim
-    assert not any(k.startswith("phone_classifier.") for k in model.inference_state_dict())
+    assert getattr(model, head) is not None
+    assert not any(k.startswith(f"{head}.") for k in model.inference_state_dict())
     off = tiny_config()
     off.model.n_speakers = 3
-    assert build_system(off).phone_classifier is None  # off unless asked for
+    assert getattr(build_system(off), head) is None  # off unless asked for
     batch = FeatureSet(feats, ("train",), with_phones=True).sample(6, 32, torch.Generator().manual_seed(0))
     with pytest.raises(ClsvcError, match="--phones"):
         model(batch.mel, batch.lengths, batch.speaker)
+    return model, batch
+
+
+def test_the_phone_classifier_trains_with_the_code_and_is_not_shipped(features, tmp_path):
+    model, batch = _model_with_head(_with_labels(features, tmp_path), (PHONE_ON, "model.voice_warp=1.2"),
+                                    "phone_classifier")
+    assert model.phone_classifier.in_features == model.cfg.content_dim
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     first = None
@@ -308,19 +317,8 @@ READER_ON = "loss.phone_out=0.5"
 
 
 def test_the_phone_reader_learns_real_phones_and_its_frozen_copy_checks_the_decoded_mels(features, tmp_path):
-    feats = _with_labels(features, tmp_path)
-    cfg = tiny_config(READER_ON)
-    cfg.model.n_speakers = 3
-    torch.manual_seed(0)
-    model = build_system(cfg)
-    assert model.batch_inputs(cfg) == ("mel", "phones") and model.phone_classifier is None
-    assert not any(k.startswith("phone_reader.") for k in model.inference_state_dict())
-    off = tiny_config()
-    off.model.n_speakers = 3
-    assert build_system(off).phone_reader is None  # off unless asked for
-    batch = FeatureSet(feats, ("train",), with_phones=True).sample(6, 32, torch.Generator().manual_seed(0))
-    with pytest.raises(ClsvcError, match="--phones"):
-        model(batch.mel, batch.lengths, batch.speaker)
+    model, batch = _model_with_head(_with_labels(features, tmp_path), (READER_ON,), "phone_reader")
+    assert model.phone_classifier is None
     # The decoded term: the frozen reader's CE on the reconstruction and on the conversion of each
     # row into the next row's voice, averaged; labels are the source's.
     model.train()
