@@ -31,14 +31,20 @@ def test_grl_flips_and_scales_gradients():
 
 
 def test_shapes():
-    model, cfg = make()
+    model, cfg = make("loss.convert_code=1")
     mel, lengths, spk = batch()
-    out = model.run(mel, lengths, torch.roll(torch.arange(4), 1))
+    perm = torch.roll(torch.arange(4), 1)
+    out = model.run(mel, lengths, perm)
     s, c = cfg.model.speaker_dim, cfg.model.content_dim
     assert out.speaker.shape == (4, s) and out.content.shape == (4, 32, c)
     assert out.mel_post.shape == mel.shape and out.mel_out.shape == mel.shape
     assert out.spk_logits.shape == (4, 3) and out.adv_logits.shape == (4, 32, 3)
+    assert out.conv_mel.shape == mel.shape
     assert out.conv_speaker.shape == (4, s) and out.conv_content.shape == (4, 32, c)
+    # Without a conversion loss the conversion is decoded (loss.phone_out reads it) but not re-encoded.
+    plain, _ = make()
+    out = plain.run(mel, lengths, perm)
+    assert out.conv_mel.shape == mel.shape and out.conv_content is None and out.conv_speaker is None
     pooled, _ = make("model.adversary_input=pooled")
     assert pooled.run(mel, lengths).adv_logits.shape == (4, 3)
 

@@ -321,7 +321,8 @@ class ClsVC(VCSystem):
     def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None,
             f0: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> ClsVCOutput:
         """One training pass. ``perm`` (B,) names each row's conversion partner; when given,
-        D(C_a, S_perm[a]) is decoded and re-encoded for the conversion losses. ``f0`` (B, T, 2):
+        D(C_a, S_perm[a]) is decoded (``conv_mel``) and, with a conversion loss on
+        (``loss.convert_code``/``convert_cls``), re-encoded for it. ``f0`` (B, T, 2):
         pitch features of the original mels (with ``model.f0_condition``; a voice-perturbed copy
         feeds only the content path), the source's own in every decoding, conversions included.
         ``vectors`` (B, 256): each row's speaker d-vector, which replaces S_x with
