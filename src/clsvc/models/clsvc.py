@@ -290,7 +290,7 @@ class ClsVC(VCSystem):
         conversion keeps the source's words and timing)."""
         assert self.phone_reader is not None
         seen = mel.detach()
-        if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None:
+        if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None and self.training:
             seen = self.perturb(seen)  # a fresh random voice per row, as the content path gets
         real, real_acc = phone_term(self.phone_reader(seen), phones, out.mask)
         frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
