@@ -354,6 +354,28 @@ def test_the_phone_reader_learns_real_phones_and_its_frozen_copy_checks_the_deco
     assert terms["phone_reader"].item() < 0.7 * first
 
 
+@pytest.mark.parametrize("on", ["reconstruction", "conversion"])
+def test_the_reader_can_read_one_decoded_mel_only(features, tmp_path, on):
+    model, batch = _model_with_head(_with_labels(features, tmp_path), (READER_ON, f"loss.phone_out_on={on}"),
+                                    "phone_reader")
+    model.train()
+    torch.manual_seed(0)
+    _, terms = model(batch.mel, batch.lengths, batch.speaker, **batch.extra())
+    # Only the asked-for output is read: its CE alone is the decoded term.
+    out = model.run(batch.mel, batch.lengths, torch.roll(torch.arange(6), 1))
+    _, decoded, logged = model.phone_out_terms(batch.mel, out, batch.phones)
+    mel = out.mel_post if on == "reconstruction" else out.conv_mel
+    assert torch.allclose(decoded, phone_term(model.phone_reader(mel), batch.phones, out.mask)[0])
+    assert ("phone_out_acc" in logged) == (on == "reconstruction")
+    assert ("phone_conv_acc" in logged) == (on == "conversion")
+    # Reading the reconstruction only, a training pass decodes no conversion (nothing needs it).
+    assert ("phone_conv_acc" in terms) == (on == "conversion")
+    # A frozen reader (train.freeze) is only logged: its term builds no graph.
+    model.phone_reader.requires_grad_(False)
+    real, decoded, _ = model.phone_out_terms(batch.mel, out, batch.phones)
+    assert not real.requires_grad and decoded.requires_grad
+
+
 def test_the_reader_can_learn_on_voice_perturbed_mels(features, tmp_path):
     feats = _with_labels(features, tmp_path)
     batch = FeatureSet(feats, ("train",), with_phones=True).sample(6, 32, torch.Generator().manual_seed(0))
@@ -408,6 +430,8 @@ def test_config_refuses_a_negative_weight_or_another_system():
     with pytest.raises(ClsvcError, match="model.phone_reader_input"):
         load_config("real", [READER_ON, "model.phone_reader_input=warped"])
     assert load_config("real", [READER_ON, "model.phone_reader_input=perturbed"]).model.phone_reader_input == "perturbed"
+    with pytest.raises(ClsvcError, match="loss.phone_out_on.*reconstruction"):
+        load_config("real", [READER_ON, "loss.phone_out_on=recon"])
 
 
 # ---------------------------------------------------------------------------------------- probes

@@ -54,6 +54,7 @@ AdversaryInput = Literal["frame", "pooled"]
 Adversarial = Literal["grl", "entropy"]
 Distance = Literal["l1", "l2"]  # of a loss term: mean absolute or mean squared error
 PhoneReaderInput = Literal["mel", "perturbed"]
+PhoneOutOn = Literal["both", "reconstruction", "conversion"]
 Sampling = Literal["speaker", "utterance", "sqrt"]
 Schedule = Literal["constant", "cosine"]  # of the learning rate over a run
 
@@ -211,6 +212,10 @@ class LossConfig:
     # times this weight, trains the decoder (and the encoder, unless frozen). A conversion has
     # no target mel to regress to; its words can still be checked. 0 = off.
     phone_out: float = 0.0
+    # Which decoded mels the frozen reader reads: "both" (the mean of the two terms), only the
+    # "reconstruction" (in the source's own voice, so keeping the source's voice in a
+    # conversion earns nothing), or only the "conversion".
+    phone_out_on: PhoneOutOn = "both"
 
 
 @dataclass

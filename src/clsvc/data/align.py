@@ -15,6 +15,7 @@ dictionary, an alignment that failed, frames past its end). The labels supervise
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +66,16 @@ def _pcm16(wav: np.ndarray, sample_rate: int) -> bytes:
     return (np.clip(np.nan_to_num(x), -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
+def _decode(dec: Any, cmn: Any, pcm: bytes) -> None:
+    """One whole-utterance pass of ``dec`` over ``pcm``, from the same initial cepstral mean each
+    time (so an utterance's labels do not depend on the ones decoded before it)."""
+    dec.reinit_feat()
+    dec.set_cmn(cmn)
+    dec.start_utt()
+    dec.process_raw(pcm, full_utt=True)
+    dec.end_utt()
+
+
 def align_phones(wav: np.ndarray, transcript: str, sample_rate: int = _ALIGN_RATE) -> list[tuple[str, float, float]]:
     """The phones of ``transcript`` in ``wav`` (float in [-1, 1]) as (phone, start s, end s),
     in order; [] when there are no words, one is not in the dictionary or the alignment fails."""
@@ -80,11 +91,7 @@ def align_phones(wav: np.ndarray, transcript: str, sample_rate: int = _ALIGN_RAT
         for second in (False, True):
             if second:
                 dec.set_alignment()
-            dec.reinit_feat()
-            dec.set_cmn(cmn)
-            dec.start_utt()
-            dec.process_raw(pcm, full_utt=True)
-            dec.end_utt()
+            _decode(dec, cmn, pcm)
         alignment = dec.get_alignment()
     except RuntimeError:
         return []
@@ -118,11 +125,7 @@ def loop_phones(wav: np.ndarray, sample_rate: int = _ALIGN_RATE) -> list[tuple[s
         return []
     dec, cmn = _phone_loop()
     try:
-        dec.reinit_feat()
-        dec.set_cmn(cmn)
-        dec.start_utt()
-        dec.process_raw(_pcm16(wav, sample_rate), full_utt=True)
-        dec.end_utt()
+        _decode(dec, cmn, _pcm16(wav, sample_rate))
         segs = list(dec.seg())
     except RuntimeError:
         return []

@@ -246,7 +246,8 @@ class ClsVC(VCSystem):
         phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``).
         With ``loss.phone_out`` > 0 they also feed :meth:`phone_out_terms`."""
         perm = None
-        if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0 or self.loss_cfg.phone_out > 0:
+        reads_conversion = self.loss_cfg.phone_out > 0 and self.loss_cfg.phone_out_on != "reconstruction"
+        if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0 or reads_conversion:
             perm = torch.roll(torch.arange(mel.shape[0], device=mel.device), 1)
         vectors = None
         if not self.own_speaker:
@@ -286,21 +287,27 @@ class ClsVC(VCSystem):
         voice-perturbed copies with ``model.phone_reader_input: perturbed``), the frozen
         reader's cross-entropy on the decoded ones, the named terms to log). The decoded term is
         the mean of the reconstruction's (postnet output) and, when ``out`` holds one, the
-        conversion's; ``phones`` (B, T) are the source frames' labels, right for both (a
-        conversion keeps the source's words and timing)."""
+        conversion's, or only one of them (``loss.phone_out_on``); ``phones`` (B, T) are the
+        source frames' labels, right for both (a conversion keeps the source's words and timing)."""
         assert self.phone_reader is not None
         seen = mel.detach()
         if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None and self.training:
             seen = self.perturb(seen)  # a fresh random voice per row, as the content path gets
-        real, real_acc = phone_term(self.phone_reader(seen), phones, out.mask)
+        # A frozen reader (train.freeze) learns nothing here: its term is only logged, so no graph.
+        learns = any(p.requires_grad for p in self.phone_reader.parameters())
+        with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
+            real, real_acc = phone_term(self.phone_reader(seen), phones, out.mask)
         frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
-        outputs = [out.mel_post] + ([out.conv_mel] if out.conv_mel is not None else [])
-        read = [phone_term(functional_call(self.phone_reader, frozen, (m,)), phones, out.mask) for m in outputs]
-        decoded = torch.stack([ce for ce, _ in read]).mean()
-        more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded,
-                "phone_out_acc": read[0][1]}
-        if len(read) > 1:
-            more["phone_conv_acc"] = read[1][1]
+        on = self.loss_cfg.phone_out_on
+        outputs = {"phone_out_acc": out.mel_post if on != "conversion" else None,
+                   "phone_conv_acc": out.conv_mel if on != "reconstruction" else None}
+        if on == "conversion" and out.conv_mel is None:
+            raise ClsvcError("loss.phone_out_on conversion needs a conversion in the pass (run(..., perm))")
+        read = {name: phone_term(functional_call(self.phone_reader, frozen, (m,)), phones, out.mask)
+                for name, m in outputs.items() if m is not None}
+        decoded = torch.stack([ce for ce, _ in read.values()]).mean()
+        more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded}
+        more.update({name: acc for name, (_, acc) in read.items()})
         return real, decoded, more
 
     def parallel_loss(self, mel: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor,
