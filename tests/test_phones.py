@@ -22,7 +22,7 @@ from clsvc.data.align import PHONES, UNKNOWN, available, loop_phones, phone_labe
 from clsvc.data.manifest import feature_path, load_phones, phones_path, read_features_info
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
-from clsvc.models.losses import phone_term
+from clsvc.models.losses import phone_term, speaker_frame_term
 from clsvc.training import train
 
 from helpers import tiny_config
@@ -390,6 +390,35 @@ def test_the_reader_can_learn_on_voice_perturbed_mels(features, tmp_path):
         plain, _ = phone_term(model.phone_reader(batch.mel), batch.phones, out.mask)
         reads[where] = torch.isclose(real, plain).item()
     assert reads == {"mel": True, "perturbed": False}  # the perturbed reader saw another voice
+
+
+def test_the_readers_speaker_adversary_teaches_it_to_hide_the_voice(features, tmp_path):
+    model, batch = _model_with_head(_with_labels(features, tmp_path), (READER_ON, "loss.phone_reader_adv=0.5"),
+                                    "phone_reader")
+    reader = model.phone_reader
+    assert reader.voice is not None and reader.voice.out_features == 3
+    model.train()
+    out = model.run(batch.mel, batch.lengths, torch.roll(torch.arange(6), 1))
+    with pytest.raises(ClsvcError, match="speaker"):
+        model.phone_out_terms(batch.mel, out, batch.phones)
+    real, _, terms = model.phone_out_terms(batch.mel, out, batch.phones, batch.speaker)
+    feats = reader.features(batch.mel)
+    phones_ce, _ = phone_term(reader.out(feats), batch.phones, out.mask)
+    voice_ce, _ = speaker_frame_term(reader.voice(feats), batch.speaker, out.mask)
+    assert torch.allclose(terms["phone_reader_adv"], voice_ce)
+    assert torch.allclose(real, phones_ce + 0.5 * voice_ce)
+    # The adversary learns the voice; the reader's convolutions get the reversed gradient.
+    model.zero_grad()
+    terms["phone_reader_adv"].backward(retain_graph=True)
+    reversed_grads = [q.grad.clone() for q in reader.convs.parameters()]
+    head_grad = reader.voice.weight.grad.clone()
+    model.zero_grad()
+    voice_ce.backward()
+    for rev, plain in zip(reversed_grads, [q.grad for q in reader.convs.parameters()], strict=True):
+        assert torch.allclose(rev, -plain, atol=1e-6)
+    assert torch.allclose(head_grad, reader.voice.weight.grad) and head_grad.abs().sum() > 0
+    with pytest.raises(ClsvcError, match="loss.phone_reader_adv"):
+        load_config("real", ["loss.phone_reader_adv=0.5"])  # it trains the reader of loss.phone_out
 
 
 def test_a_run_with_the_reader_starts_from_one_without_and_exports_without_it(features, tmp_path):

@@ -216,6 +216,10 @@ class LossConfig:
     # "reconstruction" (in the source's own voice, so keeping the source's voice in a
     # conversion earns nothing), or only the "conversion".
     phone_out_on: PhoneOutOn = "both"
+    # The weight of a speaker adversary on the phone reader's features (behind a gradient
+    # reversal): a reader that cannot tell the voice gives a decoder nothing for keeping the
+    # source's voice in a conversion. 0 = off.
+    phone_reader_adv: float = 0.0
 
 
 @dataclass
@@ -808,7 +812,7 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta", "loss.phone_out",
+    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta", "loss.phone_out", "loss.phone_reader_adv",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -889,6 +893,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
     need(cfg.loss.phone_out == 0 or m.system == "clsvc", "loss.phone_out",
          "must be 0 unless model.system is clsvc (the term reads ClsVC's decoded mels)")
+    need(cfg.loss.phone_reader_adv == 0 or cfg.loss.phone_out > 0, "loss.phone_reader_adv",
+         "must be 0 unless loss.phone_out > 0 (it trains the phone reader of that term)")
     need(m.phone_reader_input == "mel" or m.voice_warp > 1.0 or m.voice_eq_db > 0, "model.phone_reader_input",
          "perturbed needs a voice perturbation (model.voice_warp > 1 or model.voice_eq_db > 0)")
     need(isinstance(m.f0_condition, bool) and (not m.f0_condition or m.system == "clsvc"), "model.f0_condition",

@@ -38,7 +38,7 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import ClsVCOutput, clsvc_losses, parallel_term, phone_term
+from .losses import ClsVCOutput, clsvc_losses, parallel_term, phone_term, speaker_frame_term
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -110,13 +110,21 @@ class PhoneReader(nn.Module):
     leak between real and decoded batches) and a linear map. With 4 layers each frame is read
     with +-8 frames (+-128 ms) of context, as a phone needs."""
 
-    def __init__(self, n_mels: int, channels: int, layers: int):
+    def __init__(self, n_mels: int, channels: int, layers: int, speakers: int = 0):
         super().__init__()
         self.convs, d = conv_stack(n_mels, channels, layers, 5, "none")
         self.out = nn.Linear(d, len(PHONES))
+        # With loss.phone_reader_adv: a per-frame speaker classifier on the reader's features,
+        # behind a gradient reversal, so that what the reader reads a phone from says little of
+        # the voice (as C2 does for C_x).
+        self.voice = nn.Linear(d, speakers) if speakers > 0 else None
+
+    def features(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, T, n_mels) -> the last conv block's output (B, T, channels)."""
+        return cast(torch.Tensor, self.convs(mel.transpose(1, 2)).transpose(1, 2))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.out(self.convs(mel.transpose(1, 2)).transpose(1, 2))
+        return cast(torch.Tensor, self.out(self.features(mel)))
 
 
 class ClsVC(VCSystem):
@@ -174,7 +182,8 @@ class ClsVC(VCSystem):
         # so that the phones must be spelled out in the code itself, not recovered by the head.
         self.phone_classifier = nn.Linear(cfg.content_dim, len(PHONES)) if self.loss_cfg.phone > 0 else None
         # With loss.phone_out a reader of phones from mels (training only; see phone_out_terms).
-        self.phone_reader = (PhoneReader(n_mels, cfg.phone_reader_channels, cfg.phone_reader_layers)
+        adv_speakers = cfg.n_speakers if self.loss_cfg.phone_reader_adv > 0 else 0
+        self.phone_reader = (PhoneReader(n_mels, cfg.phone_reader_channels, cfg.phone_reader_layers, adv_speakers)
                              if self.loss_cfg.phone_out > 0 else None)
         self.voice: VoicePart
         if self.own_speaker:
@@ -274,29 +283,40 @@ class ClsVC(VCSystem):
             terms.update(phone=ce, phone_acc=acc, total=total)
         if self.phone_reader is not None:
             assert phones is not None
-            reader, decoded, more = self.phone_out_terms(mel, out, phones)
+            reader, decoded, more = self.phone_out_terms(mel, out, phones, speaker)
             # The reader's own term moves only the reader (its input is detached); the decoded
             # term moves only the networks that made the mels (the reader is a frozen copy there).
             total = total + reader + self.loss_cfg.phone_out * decoded
             terms.update(more, total=total)
         return total, terms
 
-    def phone_out_terms(self, mel: torch.Tensor, out: ClsVCOutput, phones: torch.Tensor
+    def phone_out_terms(self, mel: torch.Tensor, out: ClsVCOutput, phones: torch.Tensor,
+                        speaker: torch.Tensor | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``loss.phone_out``: (the reader's cross-entropy on the real mels (B, T, M) (their
         voice-perturbed copies with ``model.phone_reader_input: perturbed``), the frozen
         reader's cross-entropy on the decoded ones, the named terms to log). The decoded term is
         the mean of the reconstruction's (postnet output) and, when ``out`` holds one, the
         conversion's, or only one of them (``loss.phone_out_on``); ``phones`` (B, T) are the
-        source frames' labels, right for both (a conversion keeps the source's words and timing)."""
+        source frames' labels, right for both (a conversion keeps the source's words and timing).
+        With ``loss.phone_reader_adv`` the reader's term also holds that weight times its speaker
+        adversary's cross-entropy on the same features (``speaker`` (B,) needed): the adversary
+        learns the voice, the reverse gradient teaches the reader's convolutions to hide it."""
         assert self.phone_reader is not None
         seen = mel.detach()
         if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None and self.training:
             seen = self.perturb(seen)  # a fresh random voice per row, as the content path gets
         # A frozen reader (train.freeze) learns nothing here: its term is only logged, so no graph.
         learns = any(p.requires_grad for p in self.phone_reader.parameters())
+        adv = None
         with torch.set_grad_enabled(learns and torch.is_grad_enabled()):
-            real, real_acc = phone_term(self.phone_reader(seen), phones, out.mask)
+            feats = self.phone_reader.features(seen)
+            real, real_acc = phone_term(self.phone_reader.out(feats), phones, out.mask)
+            if self.phone_reader.voice is not None:
+                if speaker is None:
+                    raise ClsvcError("loss.phone_reader_adv needs the rows' speakers (speaker=...)")
+                adv = speaker_frame_term(self.phone_reader.voice(grad_reverse(feats)), speaker, out.mask)
+                real = real + self.loss_cfg.phone_reader_adv * adv[0]
         frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
         on = self.loss_cfg.phone_out_on
         outputs = {"phone_out_acc": out.mel_post if on != "conversion" else None,
@@ -307,6 +327,8 @@ class ClsVC(VCSystem):
                 for name, m in outputs.items() if m is not None}
         decoded = torch.stack([ce for ce, _ in read.values()]).mean()
         more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded}
+        if adv is not None:
+            more.update(phone_reader_adv=adv[0], phone_reader_adv_acc=adv[1])
         more.update({name: acc for name, (_, acc) in read.items()})
         return real, decoded, more
 

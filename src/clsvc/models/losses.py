@@ -68,6 +68,13 @@ def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return masked_mean(ce, mask), masked_mean(hit, mask)
 
 
+def speaker_frame_term(logits: torch.Tensor, speaker: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, accuracy) of per-frame speaker logits (B, T, K) against each row's
+    speaker (B,), over the valid frames of ``mask`` (B, T)."""
+    return _frame_ce(logits.float(), speaker, mask)
+
+
 def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution, minimal (= log K) when C2 is clueless."""
     per = -F.log_softmax(logits, dim=-1).mean(-1)
