@@ -216,9 +216,9 @@ class LossConfig:
     # "reconstruction" (in the source's own voice, so keeping the source's voice in a
     # conversion earns nothing), or only the "conversion".
     phone_out_on: PhoneOutOn = "both"
-    # The weight of a speaker adversary on the phone reader's features (behind a gradient
-    # reversal): a reader that cannot tell the voice gives a decoder nothing for keeping the
-    # source's voice in a conversion. 0 = off.
+    # The weight with which the phone reader learns to leave a speaker adversary on its features
+    # clueless (cross-entropy to the uniform distribution): a reader that cannot tell the voice
+    # gives a decoder nothing for keeping the source's voice in a conversion. 0 = off.
     phone_reader_adv: float = 0.0
 
 

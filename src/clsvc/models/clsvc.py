@@ -38,7 +38,14 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import ClsVCOutput, clsvc_losses, parallel_term, phone_term, speaker_frame_term
+from .losses import (
+    ClsVCOutput,
+    clsvc_losses,
+    parallel_term,
+    phone_term,
+    speaker_frame_term,
+    uniform_frame_term,
+)
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -115,8 +122,8 @@ class PhoneReader(nn.Module):
         self.convs, d = conv_stack(n_mels, channels, layers, 5, "none")
         self.out = nn.Linear(d, len(PHONES))
         # With loss.phone_reader_adv: a per-frame speaker classifier on the reader's features,
-        # behind a gradient reversal, so that what the reader reads a phone from says little of
-        # the voice (as C2 does for C_x).
+        # which the reader learns to leave clueless, so that what it reads a phone from says
+        # little of the voice (as C2 does for C_x with loss.adversarial entropy).
         self.voice = nn.Linear(d, speakers) if speakers > 0 else None
 
     def features(self, mel: torch.Tensor) -> torch.Tensor:
@@ -299,9 +306,11 @@ class ClsVC(VCSystem):
         the mean of the reconstruction's (postnet output) and, when ``out`` holds one, the
         conversion's, or only one of them (``loss.phone_out_on``); ``phones`` (B, T) are the
         source frames' labels, right for both (a conversion keeps the source's words and timing).
-        With ``loss.phone_reader_adv`` the reader's term also holds that weight times its speaker
-        adversary's cross-entropy on the same features (``speaker`` (B,) needed): the adversary
-        learns the voice, the reverse gradient teaches the reader's convolutions to hide it."""
+        With ``loss.phone_reader_adv`` the reader's term also holds its speaker adversary's
+        cross-entropy on the detached features (``speaker`` (B,) needed; it moves only the
+        adversary) and that weight times the frozen adversary's cross-entropy to the uniform
+        distribution on the features (it moves only the reader): the reader learns to hide the voice.
+        (A reversed gradient made the reader grow its features without end, trial 24c.)"""
         assert self.phone_reader is not None
         seen = mel.detach()
         if self.cfg.phone_reader_input == "perturbed" and self.perturb is not None and self.training:
@@ -315,8 +324,11 @@ class ClsVC(VCSystem):
             if self.phone_reader.voice is not None:
                 if speaker is None:
                     raise ClsvcError("loss.phone_reader_adv needs the rows' speakers (speaker=...)")
-                adv = speaker_frame_term(self.phone_reader.voice(grad_reverse(feats)), speaker, out.mask)
-                real = real + self.loss_cfg.phone_reader_adv * adv[0]
+                voice = self.phone_reader.voice
+                adv = speaker_frame_term(voice(feats.detach()), speaker, out.mask)
+                judge = {k: v.detach() for k, v in voice.named_parameters()}
+                hide = uniform_frame_term(functional_call(voice, judge, (feats,)), out.mask)
+                real = real + adv[0] + self.loss_cfg.phone_reader_adv * hide
         frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
         on = self.loss_cfg.phone_out_on
         outputs = {"phone_out_acc": out.mel_post if on != "conversion" else None,
@@ -328,7 +340,7 @@ class ClsVC(VCSystem):
         decoded = torch.stack([ce for ce, _ in read.values()]).mean()
         more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded}
         if adv is not None:
-            more.update(phone_reader_adv=adv[0], phone_reader_adv_acc=adv[1])
+            more.update(phone_reader_adv=adv[0], phone_reader_adv_acc=adv[1], phone_reader_hide=hide)
         more.update({name: acc for name, (_, acc) in read.items()})
         return real, decoded, more
 

@@ -75,6 +75,13 @@ def speaker_frame_term(logits: torch.Tensor, speaker: torch.Tensor, mask: torch.
     return _frame_ce(logits.float(), speaker, mask)
 
 
+def uniform_frame_term(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of per-frame logits (B, T, K) to the uniform distribution over the valid
+    frames of ``mask`` (B, T): log K at its least, when the classifier cannot tell. Bounded below,
+    unlike a reversed cross-entropy, which a network can grow without end."""
+    return _uniform_ce(logits.float(), mask)
+
+
 def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution, minimal (= log K) when C2 is clueless."""
     per = -F.log_softmax(logits, dim=-1).mean(-1)
