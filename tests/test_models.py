@@ -178,9 +178,9 @@ def test_grl_reverses_the_adversarial_gradient_for_the_encoder_only():
     # encoder's is its negative.
     out2 = model.run(mel, lengths)
     logits = model.classify_content(out2.content, out2.mask)
-    from clsvc.models.losses import _frame_ce
+    from clsvc.models.losses import frame_ce
 
-    ce, _ = _frame_ce(logits, spk, out2.mask)
+    ce, _ = frame_ce(logits, spk, out2.mask)
     enc_p, adv_p = _grads(model, ce)
     assert torch.allclose(adv_g, adv_p, atol=1e-6)
     assert torch.allclose(enc_g, -enc_p, atol=1e-6)
@@ -190,14 +190,14 @@ def test_entropy_adversary_routes_each_objective_to_its_player():
     model, cfg = make("loss.adversarial=entropy")
     mel, lengths, spk = batch()
     out = model.run(mel, lengths)
-    from clsvc.models.losses import _frame_ce, _uniform_ce
+    from clsvc.models.losses import frame_ce, uniform_ce
 
-    ce, _ = _frame_ce(out.adv_logits, spk, out.mask)
+    ce, _ = frame_ce(out.adv_logits, spk, out.mask)
     enc_g, adv_g = _grads(model, ce)  # C2's own CE never reaches the encoder
     assert enc_g.abs().sum() == 0 and adv_g.abs().sum() > 0
     out = model.run(mel, lengths)
     model.zero_grad()
-    _uniform_ce(out.enc_adv_logits, out.mask).backward()  # the encoder's term never moves C2
+    uniform_ce(out.enc_adv_logits, out.mask).backward()  # the encoder's term never moves C2
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.adversary.parameters())
     assert sum(p.grad.abs().sum() for p in model.encoder.parameters() if p.grad is not None) > 0
 

@@ -22,7 +22,7 @@ from clsvc.data.align import PHONES, UNKNOWN, available, loop_phones, phone_labe
 from clsvc.data.manifest import feature_path, load_phones, phones_path, read_features_info
 from clsvc.errors import ClsvcError
 from clsvc.models import build_system
-from clsvc.models.losses import phone_term, speaker_frame_term, uniform_frame_term
+from clsvc.models.losses import frame_ce, phone_term, uniform_ce
 from clsvc.training import train
 
 from helpers import tiny_config
@@ -404,8 +404,8 @@ def test_the_readers_speaker_adversary_teaches_it_to_hide_the_voice(features, tm
     real, _, terms = model.phone_out_terms(batch.mel, out, batch.phones, batch.speaker)
     feats = reader.features(batch.mel)
     phones_ce, _ = phone_term(reader.out(feats), batch.phones, out.mask)
-    voice_ce, _ = speaker_frame_term(reader.voice(feats), batch.speaker, out.mask)
-    hide = uniform_frame_term(reader.voice(feats), out.mask)
+    voice_ce, _ = frame_ce(reader.voice(feats), batch.speaker, out.mask)
+    hide = uniform_ce(reader.voice(feats), out.mask)
     assert torch.allclose(terms["phone_reader_adv"], voice_ce) and torch.allclose(terms["phone_reader_hide"], hide)
     assert torch.allclose(real, phones_ce + voice_ce + 0.5 * hide)
     # The adversary learns the voice from its own term alone; the reader's convolutions learn

@@ -38,14 +38,7 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import (
-    ClsVCOutput,
-    clsvc_losses,
-    parallel_term,
-    phone_term,
-    speaker_frame_term,
-    uniform_frame_term,
-)
+from .losses import ClsVCOutput, clsvc_losses, frame_ce, parallel_term, phone_term, uniform_ce
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -109,6 +102,13 @@ class Decoder(nn.Module):
             h, _ = self.lstm(h)
         mel = self.out(h)
         return mel, self.postnet(mel)
+
+
+def _frozen_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` with its parameters detached: the gradient reaches ``x`` (the networks
+    that made it), never the module."""
+    frozen = {k: v.detach() for k, v in module.named_parameters()}
+    return cast(torch.Tensor, functional_call(module, frozen, (x,)))
 
 
 class PhoneReader(nn.Module):
@@ -325,17 +325,15 @@ class ClsVC(VCSystem):
                 if speaker is None:
                     raise ClsvcError("loss.phone_reader_adv needs the rows' speakers (speaker=...)")
                 voice = self.phone_reader.voice
-                adv = speaker_frame_term(voice(feats.detach()), speaker, out.mask)
-                judge = {k: v.detach() for k, v in voice.named_parameters()}
-                hide = uniform_frame_term(functional_call(voice, judge, (feats,)), out.mask)
+                adv = frame_ce(voice(feats.detach()), speaker, out.mask)
+                hide = uniform_ce(_frozen_call(voice, feats), out.mask)
                 real = real + adv[0] + self.loss_cfg.phone_reader_adv * hide
-        frozen = {k: v.detach() for k, v in self.phone_reader.named_parameters()}
         on = self.loss_cfg.phone_out_on
         outputs = {"phone_out_acc": out.mel_post if on != "conversion" else None,
                    "phone_conv_acc": out.conv_mel if on != "reconstruction" else None}
         if on == "conversion" and out.conv_mel is None:
             raise ClsvcError("loss.phone_out_on conversion needs a conversion in the pass (run(..., perm))")
-        read = {name: phone_term(functional_call(self.phone_reader, frozen, (m,)), phones, out.mask)
+        read = {name: phone_term(_frozen_call(self.phone_reader, m), phones, out.mask)
                 for name, m in outputs.items() if m is not None}
         decoded = torch.stack([ce for ce, _ in read.values()]).mean()
         more = {"phone_reader": real, "phone_reader_acc": real_acc, "phone_out": decoded}
@@ -393,9 +391,8 @@ class ClsVC(VCSystem):
             # C2 learns on a detached code; the encoder's term goes through a frozen copy of C2,
             # so each objective moves only its own player.
             adv_logits = self.classify_content(content.detach(), mask)
-            frozen = {k: v.detach() for k, v in self.adversary.named_parameters()}
             code = masked_mean(content, mask) if self.cfg.adversary_input == "pooled" else content
-            enc_adv_logits = functional_call(self.adversary, frozen, (code,))
+            enc_adv_logits = _frozen_call(self.adversary, code)
         out = ClsVCOutput(mask, speaker, content, mel_out, mel_post, speaker_re, content_re,
                           spk_logits, adv_logits, enc_adv_logits)
         if perm is not None:

@@ -55,8 +55,10 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
     return _distance(a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1], kind, pair)
 
 
-def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE and accuracy for (B, K) or per-frame (B, T, K) logits against (B,) labels."""
+def frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and accuracy (float32) for (B, K) or per-frame (B, T, K) logits against (B,) labels,
+    per-frame over the valid frames of ``mask`` (B, T)."""
+    logits = logits.float()
     if logits.dim() == 2:
         ce = F.cross_entropy(logits, target)
         acc = (logits.argmax(-1) == target).float().mean()
@@ -68,23 +70,11 @@ def _frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
     return masked_mean(ce, mask), masked_mean(hit, mask)
 
 
-def speaker_frame_term(logits: torch.Tensor, speaker: torch.Tensor, mask: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cross-entropy, accuracy) of per-frame speaker logits (B, T, K) against each row's
-    speaker (B,), over the valid frames of ``mask`` (B, T)."""
-    return _frame_ce(logits.float(), speaker, mask)
-
-
-def uniform_frame_term(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of per-frame logits (B, T, K) to the uniform distribution over the valid
-    frames of ``mask`` (B, T): log K at its least, when the classifier cannot tell. Bounded below,
-    unlike a reversed cross-entropy, which a network can grow without end."""
-    return _uniform_ce(logits.float(), mask)
-
-
-def _uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy to the uniform distribution, minimal (= log K) when C2 is clueless."""
-    per = -F.log_softmax(logits, dim=-1).mean(-1)
+def uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (float32) of (B, K) or per-frame (B, T, K) logits to the uniform distribution,
+    least (= log K) when the classifier is clueless; bounded below, unlike a reversed
+    cross-entropy, which a network can grow without end."""
+    per = -F.log_softmax(logits.float(), dim=-1).mean(-1)
     if per.dim() == 1:
         return per.mean()
     return masked_mean(per, mask)
@@ -103,13 +93,13 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     code = _distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
     if out.speaker is not None and out.speaker_re is not None:
         code = code + _distance(out.speaker_re.float(), out.speaker.float(), cfg.code_distance)
-    cls, cls_acc = _frame_ce(out.spk_logits.float(), speaker, mask)
-    adv_ce, adv_acc = _frame_ce(out.adv_logits.float(), speaker, mask)
+    cls, cls_acc = frame_ce(out.spk_logits.float(), speaker, mask)
+    adv_ce, adv_acc = frame_ce(out.adv_logits.float(), speaker, mask)
     if cfg.adversarial == "grl":
         # The GRL inside the forward pass turns this minimisation into E maximising the CE.
         adv = adv_ce
     else:
-        adv_uniform = _uniform_ce(out.enc_adv_logits.float(), mask)
+        adv_uniform = uniform_ce(out.enc_adv_logits.float(), mask)
         adv = adv_ce + adv_uniform
     total = recon + cfg.alpha * code + cfg.beta * cls + cfg.lambda_adv * adv
     terms = {"recon": recon, "code": code, "cls": cls, "adv": adv_ce,
@@ -131,7 +121,7 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
         if cfg.convert_cls > 0:
             assert out.conv_spk_logits is not None
             # The speaker classifier must hear speaker b in the re-encoded conversion a -> b.
-            conv_cls, conv_acc = _frame_ce(out.conv_spk_logits.float(), speaker[out.perm], mask)
+            conv_cls, conv_acc = frame_ce(out.conv_spk_logits.float(), speaker[out.perm], mask)
             total = total + cfg.convert_cls * conv_cls
             terms["conv_cls"] = conv_cls
             terms["conv_cls_acc"] = conv_acc
