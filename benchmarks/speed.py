@@ -19,6 +19,12 @@ Writes ``--out`` (JSON) and the Markdown table next to it (``.md``) and prints t
 
     python benchmarks/speed.py --threads 2 --out results/speed.json
     python benchmarks/speed.py --convert arctic --vocoder griffin-lim --threads 2 --out /tmp/speed.json
+    python benchmarks/speed.py --device cuda --train-config real-gpu --out /tmp/speed-gpu.json
+
+On a GPU (``--device cuda``) the networks and each step's batch are on it, a step runs under the
+trainer's autocast (bf16 where the GPU has it, when the config's ``train.amp`` is on) and is
+timed from a synchronised start to a synchronised end. ``benchmarks/device_check.sh`` runs this
+and the test suite on a lent GPU machine.
 """
 
 from __future__ import annotations
@@ -45,25 +51,41 @@ from _report import write_result
 
 # The issue's comparison: ClsVC's step against AutoVC's (first, so the ratios are to it).
 TRAIN_CONFIGS = ("autovc", "paper", "paper-lean")
+CPU = torch.device("cpu")
 
 
-def _state(config: str, seed: int) -> TrainState:
+def _state(config: str, seed: int, device: torch.device) -> TrainState:
     cfg = load_config(config, ["model.n_speakers=100"])
     torch.manual_seed(seed)
-    model = build_system(cfg)
+    model = build_system(cfg).to(device)
     voice = getattr(model, "voice", None)
     if hasattr(voice, "set_table"):  # AutoVC: random d-vectors stand in for the fitted table
-        voice.set_table(torch.randn(100, 256))
+        voice.set_table(torch.randn(100, 256, device=device))
+    # No GradScaler: the trainer uses one only for float16 autocast, and every GPU with bf16
+    # (Ampere on) autocasts to bf16 instead.
     return TrainState(cfg=cfg, model=model, net=model, optimizers=build_optimizers(model, cfg), scaler=None,
                       data_gen=torch.Generator().manual_seed(seed), speakers=[str(i) for i in range(100)])
 
 
-def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup: int) -> list[dict]:
-    """Median seconds per training step of each config, stepped in turns."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels run asynchronously: a step ends when its last kernel does
+        torch.cuda.synchronize(device)
+
+
+def _amp_dtype(state: TrainState, device: torch.device) -> str:
+    """The autocast dtype the trainer's step runs under ('' = none: CPU, or ``train.amp`` off)."""
+    if device.type != "cuda" or not state.cfg.train.amp:
+        return ""
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup: int,
+                device: torch.device = CPU) -> list[dict]:
+    """Median seconds per training step of each config, stepped in turns (on CUDA with each
+    config's ``train.amp``, as the trainer runs it)."""
     from clsvc.training.loop import train_step
 
-    device = torch.device("cpu")
-    states = [_state(c, i) for i, c in enumerate(configs)]
+    states = [_state(c, i, device) for i, c in enumerate(configs)]
     g = torch.Generator().manual_seed(0)
     mel = torch.rand(batch, frames, 80, generator=g)
     speaker = torch.randint(0, 100, (batch,), generator=g)
@@ -81,8 +103,10 @@ def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup
                              f0=f0 if "f0" in inputs else None))
     for r in range(warmup + rounds):
         for i, st in enumerate(states):
+            _sync(device)
             t0 = time.perf_counter()
             train_step(st, batches[i], device)
+            _sync(device)
             if r >= warmup:
                 times[i].append(time.perf_counter() - t0)
     base = statistics.median(times[0])
@@ -91,19 +115,21 @@ def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup
         med = statistics.median(t)
         rows.append({"config": c, "system": st.cfg.model.system,
                      "weights": sum(p.numel() for p in st.model.parameters()),
+                     "amp": _amp_dtype(st, device),
                      "s_per_step": med, "min": min(t), "max": max(t), "n": len(t), "ratio": med / base})
     return rows
 
 
-def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int, gv_max: float | None = None) -> dict:
+def convert_speed(checkpoint: str, vocoder: str, wav: str | None, repeats: int, gv_max: float | None = None,
+                  device: torch.device = CPU) -> dict:
     """RTF of wav -> wav conversion of 10 s of speech (``gv_max``: the converter's global-variance
-    compensation; None = the model's)."""
+    compensation; None = the model's) with the networks on ``device``."""
     import soundfile as sf
 
     import clsvc
     from clsvc.audio import load_wav, save_wav
 
-    conv = clsvc.load(checkpoint, vocoder=vocoder, gv_max=gv_max)
+    conv = clsvc.load(checkpoint, device=device, vocoder=vocoder, gv_max=gv_max)
     sr = conv.cfg.mel.sample_rate
     if wav is None:
         from importlib import resources
@@ -150,23 +176,31 @@ def main() -> None:
     ap.add_argument("--gv-max", type=float,
                     help="global-variance compensation of the conversions (default: the model's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (auto: cuda when there is one)")
     ap.add_argument("--beside", default="", help="what ran beside the measurement (recorded)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    from clsvc.devices import pick_device
+
+    device = pick_device(a.device)
+    where = f"{device}: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "threads": a.threads,
-                    "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "beside": a.beside,
+                    "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "device": where,
+                    "beside": a.beside,
                     "torch": torch.__version__}
-    lines = [f"# Speed ({result['date']}, {a.threads} threads; beside: {a.beside or 'nothing'})", ""]
+    lines = [f"# Speed ({result['date']}, {where}, {a.threads} threads; beside: {a.beside or 'nothing'})", ""]
     if not a.no_train:
-        rows = train_speed(a.train_config or list(TRAIN_CONFIGS), a.batch, a.frames, a.rounds, a.warmup)
+        rows = train_speed(a.train_config or list(TRAIN_CONFIGS), a.batch, a.frames, a.rounds, a.warmup, device)
         result["train"] = {"batch": a.batch, "frames": a.frames, "rows": rows}
         lines += [f"Training step, B{a.batch} x T{a.frames}, median of {a.rounds} (configs in turns):", "",
-                  "| config | system | weights | s/step | min–max | ratio to first |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['config']} | {r['system']} | {r['weights'] / 1e6:.2f}M | {r['s_per_step']:.3f} | "
-                  f"{r['min']:.3f}–{r['max']:.3f} | {r['ratio']:.2f} |" for r in rows]
+                  "| config | system | weights | AMP | s/step | min–max | ratio to first |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['config']} | {r['system']} | {r['weights'] / 1e6:.2f}M | {r['amp'] or '–'} | "
+                  f"{r['s_per_step']:.4f} | "
+                  f"{r['min']:.4f}–{r['max']:.4f} | {r['ratio']:.2f} |" for r in rows]
         lines.append("")
-    conv_rows = [convert_speed(c, v, a.wav, a.repeats, a.gv_max) for c in a.convert
+    conv_rows = [convert_speed(c, v, a.wav, a.repeats, a.gv_max, device) for c in a.convert
                  for v in (a.vocoder or ["griffin-lim"])]
     if conv_rows:
         result["convert"] = conv_rows

@@ -1,4 +1,5 @@
-"""Multi-process training through torchrun with the gloo backend (2 CPU processes)."""
+"""Multi-process training through torchrun with the gloo backend (2 CPU processes; ``--device
+cpu`` so that a machine with fewer than two GPUs runs them too)."""
 
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from helpers import TINY
 
 def torchrun(*args, timeout=300):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "clsvc", *map(str, args)]
+           "-m", "clsvc", *map(str, args), "--device", "cpu"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

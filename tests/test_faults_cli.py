@@ -157,6 +157,19 @@ def test_cuda_requested_where_there_is_none_or_too_few(features, ckpt, wavs, tmp
     assert not run.exists() and _files(tmp_path) == []
 
 
+def test_auto_device_beyond_the_visible_gpus_is_one_line(monkeypatch):
+    """torchrun with more processes per node than GPUs: rank 1 of a one-GPU node is told what to
+    change (``auto`` means this rank's GPU and is checked like ``cuda``), not CUDA's "invalid
+    device ordinal" from deep inside the trainer."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("auto", local_rank=0) == torch.device("cuda:0")
+    with pytest.raises(ClsvcError, match=r"'auto' \(cuda:1\): only 1 CUDA device\(s\) visible.*fewer processes"):
+        pick_device("auto", local_rank=1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto", local_rank=3) == torch.device("cpu")
+
+
 def test_closed_output_pipe_is_quiet(ckpt):
     """`clsvc info CKPT | head -1`, `clsvc --help | head -1`: the reader goes away first."""
     for args in (["info", str(ckpt)], ["--help"]):

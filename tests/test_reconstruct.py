@@ -196,7 +196,8 @@ def test_init_starts_from_the_weights_exactly_with_a_fresh_optimizer(vocoder_ckp
 
     def spy(state, batch, device):  # what the first step starts from
         if not first:
-            first.update(weights={k: v.clone() for k, v in state.model.state_dict().items()}, step=state.step,
+            first.update(weights={k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()},
+                         step=state.step,
                          opt=[bool(o.state) for o in state.optimizers.values()])
         return real_step(state, batch, device)
 

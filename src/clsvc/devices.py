@@ -14,10 +14,13 @@ def pick_device(requested: str | torch.device = "auto", local_rank: int = 0) -> 
     (``cuda`` = this rank's GPU) and must exist here: an unknown name, CUDA on a build or
     machine without it, or a GPU index beyond those visible is one ClsvcError line."""
     text = str(requested).strip()
-    if text == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if text == "auto" and not torch.cuda.is_available():
+        return torch.device("cpu")
     try:
-        dev = torch.device(text)
+        # "auto" with a GPU is this rank's GPU, checked like an explicit "cuda" below: torchrun
+        # with more processes per node than GPUs would otherwise die inside CUDA ("invalid
+        # device ordinal") instead of saying what to change.
+        dev = torch.device("cuda" if text == "auto" else text)
     except (RuntimeError, ValueError, TypeError):
         raise ClsvcError(f"device {text!r}: not a device name; {DEVICE_HINT}") from None
     if dev.type == "cpu":

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, as one script for a lent GPU machine (or any CUDA machine with
+# the package's dependencies): the training-step speed of each config on the GPU, wav -> wav
+# conversion speed with the shipped model on the GPU, and the test suite with CUDA visible
+# (every `clsvc train` in it then runs on the GPU with autocast).
+#
+#   bash benchmarks/device_check.sh OUTDIR     # writes OUTDIR/{env.txt,pytest.log,junit.xml,speed-*.json/.md}
+#
+# Each part is bounded and runs whatever the part before it did; the exit status is the tests'.
+set -u
+out=${1:?usage: device_check.sh OUTDIR}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+{
+    nvidia-smi -L || true
+    "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
+} > "$out/env.txt" 2>&1
+cat "$out/env.txt"
+
+timeout 120 "$py" benchmarks/speed.py --device cuda --threads 4 --rounds 30 --warmup 5 \
+    --train-config autovc --train-config paper --train-config paper-lean --train-config real \
+    --train-config real-gpu --out "$out/speed-train-cuda.json" || true
+timeout 80 "$py" benchmarks/speed.py --device cuda --threads 4 --no-train --convert arctic --repeats 5 \
+    --out "$out/speed-convert-cuda.json" || true
+
+# The whole suite; tests that need what the machine lacks (the eval extra, a browser) fail at
+# import and are read off junit.xml, not mistaken for GPU faults.
+workers=$("$py" -c "import os; print(max(1, min(12, (os.cpu_count() or 2) - 2)))")
+timeout "${TEST_TIMEOUT:-360}" "$py" -m pytest -v -p no:cacheprovider --timeout 150 -n "$workers" -rfE \
+    --junitxml "$out/junit.xml" tests > "$out/pytest.log" 2>&1
+status=$?
+tail -n 40 "$out/pytest.log"
+
+exit $status
