@@ -7,6 +7,15 @@
 #   bash benchmarks/device_check.sh OUTDIR     # writes OUTDIR/{env.txt,pytest.log,junit.xml,speed-*.json/.md}
 #
 # Each part is bounded and runs whatever the part before it did; the exit status is the tests'.
+# On a GPU machine with its own Python and PyTorch but no network, carry the package's other
+# dependencies as wheels for that Python and put them beside src/ on PYTHONPATH, e.g. for 3.12:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#       soundfile soxr librosa audioread pooch decorator platformdirs dacite cffi pycparser
+#   python3.12 -m pip wheel --no-deps -w .whl pyworld==0.3.5    # no 3.12 wheel on PyPI: build one
+#   (there) pip install --no-index --no-deps --target /tmp/site .whl/*.whl
+#           PYTHONPATH=$PWD/src:/tmp/site bash benchmarks/device_check.sh OUT
+# Tests that need Resemblyzer (webrtcvad has no wheel) or the eval extras then fail at import.
 set -u
 out=${1:?usage: device_check.sh OUTDIR}
 mkdir -p "$out"
