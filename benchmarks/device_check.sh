@@ -35,8 +35,15 @@ timeout 80 "$py" benchmarks/speed.py --device cuda --threads 4 --no-train --conv
 
 # The whole suite; tests that need what the machine lacks (the eval extra, a browser) fail at
 # import and are read off junit.xml, not mistaken for GPU faults.
-workers=$("$py" -c "import os; print(max(1, min(12, (os.cpu_count() or 2) - 2)))")
-timeout "${TEST_TIMEOUT:-360}" "$py" -m pytest -v -p no:cacheprovider --timeout 150 -n "$workers" -rfE \
+# Parallel workers and a per-test bound where pytest-xdist and pytest-timeout are installed.
+extra=()
+if "$py" -c "import xdist" 2>/dev/null; then
+    extra+=(-n "$("$py" -c "import os; print(max(1, min(12, (os.cpu_count() or 2) - 2)))")")
+fi
+if "$py" -c "import pytest_timeout" 2>/dev/null; then
+    extra+=(--timeout 150)
+fi
+timeout "${TEST_TIMEOUT:-360}" "$py" -m pytest -v -p no:cacheprovider -rfE "${extra[@]}" \
     --junitxml "$out/junit.xml" tests > "$out/pytest.log" 2>&1
 status=$?
 tail -n 40 "$out/pytest.log"

@@ -44,6 +44,7 @@ import torch
 from clsvc.config import load_config
 from clsvc.data.dataset import Batch
 from clsvc.models import build_system, system_class
+from clsvc.training.loop import amp_dtype, train_step
 from clsvc.training.state import TrainState, build_optimizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
@@ -61,9 +62,9 @@ def _state(config: str, seed: int, device: torch.device) -> TrainState:
     voice = getattr(model, "voice", None)
     if hasattr(voice, "set_table"):  # AutoVC: random d-vectors stand in for the fitted table
         voice.set_table(torch.randn(100, 256, device=device))
-    # No GradScaler: the trainer uses one only for float16 autocast, and every GPU with bf16
-    # (Ampere on) autocasts to bf16 instead.
-    return TrainState(cfg=cfg, model=model, net=model, optimizers=build_optimizers(model, cfg), scaler=None,
+    # A GradScaler where the trainer makes one (float16 autocast, on GPUs without bf16).
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype(cfg, device) == torch.float16 else None
+    return TrainState(cfg=cfg, model=model, net=model, optimizers=build_optimizers(model, cfg), scaler=scaler,
                       data_gen=torch.Generator().manual_seed(seed), speakers=[str(i) for i in range(100)])
 
 
@@ -72,19 +73,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _amp_dtype(state: TrainState, device: torch.device) -> str:
-    """The autocast dtype the trainer's step runs under ('' = none: CPU, or ``train.amp`` off)."""
-    if device.type != "cuda" or not state.cfg.train.amp:
-        return ""
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup: int,
                 device: torch.device = CPU) -> list[dict]:
     """Median seconds per training step of each config, stepped in turns (on CUDA with each
     config's ``train.amp``, as the trainer runs it)."""
-    from clsvc.training.loop import train_step
-
     states = [_state(c, i, device) for i, c in enumerate(configs)]
     g = torch.Generator().manual_seed(0)
     mel = torch.rand(batch, frames, 80, generator=g)
@@ -115,7 +107,7 @@ def train_speed(configs: list[str], batch: int, frames: int, rounds: int, warmup
         med = statistics.median(t)
         rows.append({"config": c, "system": st.cfg.model.system,
                      "weights": sum(p.numel() for p in st.model.parameters()),
-                     "amp": _amp_dtype(st, device),
+                     "amp": {None: "", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(st.cfg, device)],
                      "s_per_step": med, "min": min(t), "max": max(t), "n": len(t), "ratio": med / base})
     return rows
 

@@ -154,3 +154,16 @@ def test_cosine_schedule_needs_a_step_budget(tiny_cfg):
         tiny_cfg("optim.schedule=cosine", "train.max_minutes=5")
     with pytest.raises(ClsvcError, match="optim.lr_final must not exceed optim.lr"):
         tiny_cfg("optim.schedule=cosine", "optim.lr=0.001", "optim.lr_final=0.01")
+
+
+def test_amp_dtype_is_bf16_on_cuda_fp16_without_bf16_and_none_on_cpu(monkeypatch):
+    """One rule for the step's autocast, the trainer's GradScaler and benchmarks/speed.py."""
+    from clsvc.training.loop import amp_dtype
+
+    cfg, cuda = load_config("cpu"), torch.device("cuda:0")
+    assert amp_dtype(cfg, torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(cfg, cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(cfg, cuda) == torch.float16
+    assert amp_dtype(load_config("cpu", ["train.amp=false"]), cuda) is None

@@ -91,12 +91,18 @@ SHOWN = ("recon", "cls_acc", "adv_acc", "kl", "vq", "d_loss", "g_adv")
 # one step, validation, speaker table
 
 
+def amp_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype a training step on ``device`` runs under: bf16 on CUDA when ``train.amp``
+    (fp16 on GPUs without bf16, which then also need a GradScaler); None on CPU or with it off."""
+    if device.type != "cuda" or not cfg.train.amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast_ctx(state: TrainState, device: torch.device):
-    """bf16/fp16 autocast on CUDA when ``train.amp``; nothing on CPU."""
-    if device.type == "cuda" and state.cfg.train.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    """Autocast at :func:`amp_dtype`, or nothing."""
+    dtype = amp_dtype(state.cfg, device)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def train_step(state: TrainState, batch: Batch, device: torch.device) -> dict[str, float]:
@@ -451,7 +457,7 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             find_unused_parameters=len(model.phases) > 1)
     optimizers = build_optimizers(model, cfg)
     scaler = None
-    if info.device.type == "cuda" and cfg.train.amp and not torch.cuda.is_bf16_supported():
+    if amp_dtype(cfg, info.device) == torch.float16:  # bf16 keeps fp32's range: no scaling needed
         scaler = torch.amp.GradScaler("cuda")
     gen = torch.Generator().manual_seed(cfg.train.seed + 1000 * info.rank)
     state = TrainState(cfg, model, net, optimizers, scaler, gen, train_set.speakers,
