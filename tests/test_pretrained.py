@@ -151,7 +151,48 @@ def test_no_shipped_models(tmp_path, monkeypatch, capsys):
         pretrained.available()
 
 
-def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
+def _name_vocoder(folder: Path, model: str, vocoder: str) -> None:
+    card = folder / f"{model}.json"
+    card.write_text(json.dumps(dict(json.loads(card.read_text()), vocoder=vocoder)))
+
+
+def test_auto_vocoder_is_the_one_the_models_card_names(copy_of, models, wavs, tmp_path, capsys):
+    """`--vocoder auto` (the default): a shipped VC model converts with the vocoder its card names;
+    a user's own file, a model whose card names none, and an explicit choice keep their vocoder."""
+    from clsvc.vocoder import GriffinLim, NeuralVocoder
+
+    assert pretrained.DEFAULT_VOCODER == "auto"
+    assert isinstance(clsvc.load(VC).vocoder, GriffinLim)  # the card names no vocoder yet
+    _name_vocoder(copy_of, VC, VOC)
+    for given in (VC, copy_of / f"{VC}.pt"):  # by name and by the shipped file's path
+        vc = clsvc.load(given)
+        assert vc.vocoder_name == VOC and isinstance(vc.vocoder, NeuralVocoder)
+        assert pretrained.vocoder_file("auto", given) == copy_of / f"{VOC}.pt"
+    assert isinstance(clsvc.load(VC, vocoder="griffin-lim").vocoder, GriffinLim)
+    own = shutil.copy(copy_of / f"{VC}.pt", tmp_path / "mine.pt")  # the same weights, not shipped
+    assert clsvc.load(own).vocoder_name == "griffin-lim"
+    assert pretrained.vocoder_for("auto", None) == "griffin-lim"
+    out = tmp_path / "out.wav"
+    assert main(["convert", "--checkpoint", VC, "--source", str(wavs["src"]), "--target-speaker", "spk_b",
+                 "--out", str(out)]) == 0
+    assert out.is_file()
+    main(["info", VC])
+    assert f"vocoder (--vocoder auto, the default): {VOC}" in capsys.readouterr().out
+
+
+def test_cards_naming_a_missing_or_misplaced_vocoder_are_one_line(copy_of):
+    _name_vocoder(copy_of, VC, "no-such-vocoder")
+    with pytest.raises(ClsvcError) as e:
+        clsvc.load(VC)
+    assert "no-such-vocoder" in _one_line(e) and "not shipped" in str(e.value)
+    _name_vocoder(copy_of, VC, "")
+    _name_vocoder(copy_of, VOC, VOC)  # a vocoder's card cannot name a vocoder
+    with pytest.raises(ClsvcError) as e:
+        pretrained.available()
+    assert "leave 'vocoder' out" in _one_line(e)
+
+
+def test_the_shipped_arctic_model_and_its_vocoder_load_verify_and_convert(monkeypatch):
     """The package's own `arctic`: its card matches its weights, it names the ARCTIC voices, it
     keeps the speaker contrast and level contour it was measured with, and it converts a second of audio to one of
     them by name and one-shot."""
@@ -165,6 +206,10 @@ def test_the_shipped_arctic_model_loads_verifies_and_converts(monkeypatch):
     conv = clsvc.load("arctic")
     assert {"bdl", "slt", "cathy"} <= set(conv.speakers)
     assert (conv.contrast, conv.contour) == (0.25, 1.0)  # its card's figures were measured with these
+    # Its vocoder ships with it, is its default, and the pair stays within issue 11's 25 MB.
+    assert shipped.get("arctic-vocoder") == "vocoder" and card["vocoder"] == "arctic-vocoder"
+    assert conv.vocoder_name == "arctic-vocoder" and pretrained.card("arctic-vocoder")["steps"] > 0
+    assert sum(pretrained.resolve(n).stat().st_size for n in ("arctic", "arctic-vocoder")) <= 25_000_000
     t = np.arange(16000) / 16000
     wav = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
     out = conv.convert(wav, target_speaker="slt")

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from .data.manifest import Entry
 
 
-VOCODER_HELP = ("griffin-lim, the checkpoint/exported file of a trained vocoder (clsvc train --config vocoder-cpu), "
-                "or a shipped vocoder's name (clsvc models)")
+VOCODER_HELP = ("auto (default): the model's own, i.e. the shipped vocoder a shipped model's card names (see "
+                "`clsvc info MODEL`), else griffin-lim; or griffin-lim, the checkpoint/exported file of a trained "
+                "vocoder (clsvc train --config vocoder-cpu), or a shipped vocoder's name (clsvc models)")
 CHECKPOINT_HELP = "checkpoint or exported model file, or a shipped model's name (clsvc models)"
 GV_HELP = ("global-variance compensation: spread each mel band of the conversion as the model flattens "
            "it (measured on its reconstruction of the source), at most X times; 0 = off (default: the "
@@ -273,6 +274,7 @@ def _print_card(name: str, card: dict[str, Any]) -> None:
     print(f"  benchmark: {bench or 'none recorded'}")
     if card["kind"] == "vc":
         print(f"  speakers to pick (--target-speaker): {', '.join(card['speakers']) or 'none (one-shot only)'}")
+        print(f"  vocoder (--vocoder auto, the default): {card.get('vocoder') or 'griffin-lim'}")
 
 
 def cmd_info(a: argparse.Namespace) -> None:

@@ -237,10 +237,12 @@ def _run_demo(out: Path, checkpoint: str | None, vocoder: str, force: bool) -> d
     name = checkpoint or DEFAULT_CHECKPOINT
     if not Path(name).is_file() and shipped(name, "vc") is None:
         raise _missing_model(name)
+    vocoder_file(vocoder, name)  # and so is a broken card's ("auto": the model's own vocoder)
     clips = demo_clips()
     _check_out(out, force)
 
     vc = load(name, vocoder=vocoder)
+    vocoder = vc.vocoder_name  # "auto" as resolved: the model's own vocoder
     _prepare_out(out)
     print(f"[1/4] loaded {name} ({vc.system}, {vc.step:,} training steps; vocoder {vocoder})")
     targets, notes = plan_targets(clips, vc.speakers, vc.speaker_table is not None, vc.one_shot)

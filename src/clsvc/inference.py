@@ -23,7 +23,7 @@ from .devices import pick_device
 from .errors import ClsvcError
 from .files import read_utf8
 from .models import NotOneShot, Reference, VCSystem
-from .pretrained import DEFAULT_VOCODER
+from .pretrained import DEFAULT_VOCODER, vocoder_for
 from .pretrained import load_checkpoint as load_named
 from .vocoder import get_vocoder
 
@@ -41,7 +41,9 @@ class Converter:
     bounds the frames converted at once (long inputs are split into overlapping chunks,
     cross-faded over ``overlap_frames`` in the mel domain and vocoded as one, so there are no
     seams). ``checkpoint`` names the file (or shipped model) the model came from (for messages
-    and reports). ``vocoder``: ``griffin-lim``, a vocoder file or a shipped vocoder's name.
+    and reports). ``vocoder``: ``griffin-lim``, a vocoder file, a shipped vocoder's name, or
+    ``auto``: the model's own (:func:`clsvc.pretrained.vocoder_for`: the vocoder a shipped model's
+    card names, else Griffin-Lim); :attr:`vocoder_name` says which.
     ``gv_max``: global-variance compensation of conversions (see
     :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``). ``contrast``:
     speaker contrast of conversions (the same class; None = the model's ``convert.contrast``).
@@ -59,7 +61,9 @@ class Converter:
         self.mel_cfg = cfg.mel
         self.speakers = list(speakers)
         self.speaker_table = speaker_table
-        self.vocoder = get_vocoder(vocoder, cfg.mel, self.device)
+        #: The vocoder in use, as given or as ``auto`` resolved to (a name or a path).
+        self.vocoder_name = str(vocoder_for(vocoder, checkpoint))
+        self.vocoder = get_vocoder(self.vocoder_name, cfg.mel, self.device)
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
         self.checkpoint = checkpoint

@@ -35,7 +35,7 @@ from ..data.manifest import Entry, read_features_mel, read_manifest
 from ..errors import ClsvcError
 from ..files import atomic_dir
 from ..models import Reference
-from ..pretrained import DEFAULT_VOCODER, vocoder_file
+from ..pretrained import DEFAULT_VOCODER, vocoder_file, vocoder_for
 from . import report
 from .metrics import CONDITIONS, METRICS, Row, summarize
 from .probes import NO_CONTENT
@@ -82,6 +82,7 @@ def evaluate(out: str | Path, data: str | Path, checkpoint: str | Path | None = 
                          "ask for at least one pair")
     if out.exists() and not force:
         raise ClsvcError(f"{out}: already exists; pass --force to replace it or choose another --out")
+    vocoder = str(vocoder_for(vocoder, checkpoint))  # "auto": the model's own (the bounds use the same)
     if str(out.parent) and not out.parent.is_dir():
         raise ClsvcError(f"{out}: folder {out.parent} does not exist; create it first")
     check_scorers(cfg)  # missing optional packages: one error before any work

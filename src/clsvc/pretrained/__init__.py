@@ -39,9 +39,9 @@ if TYPE_CHECKING:
 #: Environment variable that points name resolution at another folder of ``NAME.pt`` + ``NAME.json``.
 ENV = "CLSVC_PRETRAINED_DIR"
 KINDS = ("vc", "vocoder")
-#: The vocoder used when none is given (``--vocoder``, ``clsvc.load(..., vocoder=)``): one place
-#: to switch to a shipped vocoder's name once one ships.
-DEFAULT_VOCODER = "griffin-lim"
+#: The vocoder used when none is given (``--vocoder``, ``clsvc.load(..., vocoder=)``): the model's
+#: own, i.e. the shipped vocoder its card names (:func:`vocoder_for`), else Griffin-Lim.
+DEFAULT_VOCODER = "auto"
 #: The names of the Griffin-Lim vocoder (no file, no weights); kept in step with clsvc.vocoder.
 GRIFFIN_LIM = ("griffin-lim", "griffinlim", "gl")
 
@@ -76,7 +76,9 @@ class Card:
     name -> value, e.g. ``{"mcd_audio": 6.1, "cos_tgt": 0.82}``); ``speakers``: the training
     speakers a user can pick with ``--target-speaker`` (VC models; empty for vocoders);
     ``weights_sha256``: :func:`clsvc.checkpoint.weights_sha256` of ``NAME.pt``'s stored weights
-    (empty: not checked).
+    (empty: not checked); ``vocoder``: VC models only, the shipped vocoder their conversions use
+    when none is given (``--vocoder auto``, the default; empty: Griffin-Lim), e.g. one fine-tuned
+    on this model's own mels.
     """
 
     kind: Literal["vc", "vocoder"]
@@ -87,6 +89,7 @@ class Card:
     bench: dict[str, float] = field(default_factory=dict)
     speakers: list[str] = field(default_factory=list)
     weights_sha256: str = ""
+    vocoder: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ def _checked_card(data: Any, where: str) -> Card:
     c = from_dict(Card, data, where)
     if c.kind == "vocoder" and c.speakers:
         raise ClsvcError(f"{where}: a vocoder's card lists speakers; leave 'speakers' out for vocoders")
+    if c.kind == "vocoder" and c.vocoder:
+        raise ClsvcError(f"{where}: a vocoder's card names a vocoder; leave 'vocoder' out for vocoders")
+    if c.vocoder and not _NAME.fullmatch(c.vocoder):
+        raise ClsvcError(f"{where}: vocoder: {c.vocoder!r} is not a model name; give a shipped vocoder's name")
     if c.steps < 0:
         raise ClsvcError(f"{where}: steps: {c.steps}, expected an integer >= 0")
     return c
@@ -258,9 +265,33 @@ def load_checkpoint(name_or_path: str | Path, kind: str | None = None,
     return ckpt, path
 
 
-def vocoder_file(name: str | Path) -> Path | None:
-    """The file of vocoder ``name`` (a path or a shipped vocoder's name), or None for Griffin-Lim;
-    an unknown name is one ClsvcError line. Loads nothing: for checks before hours of work."""
+def vocoder_for(vocoder: str | Path, checkpoint: str | Path | None) -> str | Path:
+    """The vocoder to use: ``vocoder`` itself, except ``"auto"`` (:data:`DEFAULT_VOCODER`), which
+    is ``checkpoint``'s own: the shipped vocoder named by the card of ``checkpoint`` when that is a
+    shipped VC model (by name or by its file), else ``"griffin-lim"`` (a user's own checkpoint, no
+    checkpoint, or a card that names none). A card naming a vocoder that does not ship is one
+    ClsvcError line (a broken install)."""
+    if str(vocoder) != DEFAULT_VOCODER:
+        return vocoder
+    name = None
+    if checkpoint is not None:
+        name = is_shipped(checkpoint) if Path(checkpoint).is_file() else str(checkpoint)
+    found = shipped(name, "vc") if name is not None and _NAME.fullmatch(name) else None
+    if found is None:
+        return GRIFFIN_LIM[0]
+    own = _read_card(found.name, found.card_path).vocoder
+    if not own:
+        return GRIFFIN_LIM[0]
+    if shipped(own, "vocoder") is None:
+        raise ClsvcError(f"{found.card_path}: names vocoder {own}, which is not shipped; {_REINSTALL}")
+    return own
+
+
+def vocoder_file(name: str | Path, checkpoint: str | Path | None = None) -> Path | None:
+    """The file of vocoder ``name`` (a path, a shipped vocoder's name, or ``auto``: ``checkpoint``'s
+    own, see :func:`vocoder_for`), or None for Griffin-Lim; an unknown name is one ClsvcError line.
+    Loads nothing: for checks before hours of work."""
+    name = vocoder_for(name, checkpoint)
     if str(name) in GRIFFIN_LIM:
         return None
     return resolve(name, "vocoder")
@@ -322,4 +353,4 @@ def ship(checkpoint: str | Path, out: str | Path, card_fields: Mapping[str, Any]
 
 
 __all__ = ["DEFAULT_VOCODER", "ENV", "KINDS", "Card", "DataSource", "Shipped", "Training", "available", "card",
-           "folder", "is_shipped", "load_checkpoint", "resolve", "ship", "shipped", "vocoder_file"]
+           "folder", "is_shipped", "load_checkpoint", "resolve", "ship", "shipped", "vocoder_file", "vocoder_for"]
