@@ -5,6 +5,11 @@ loss, exportable generator). Tiny sizes throughout, so it runs in seconds on a b
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +17,13 @@ import torch
 
 from clsvc.audio import wav_to_mel
 from clsvc.config import MelConfig
+from clsvc.pretrained import load_checkpoint
 from clsvc.vocoder.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from clsvc.vocoder.losses import MelLoss, MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss
 from clsvc.vocoder.system import VocoderConfig, VocoderSystem
 from clsvc.vocoder.vocos import VocosGenerator
 
-from helpers import TINY_VOCODER, features_with_wav, synth_utterance
+from helpers import TINY_VOCODER, features_with_wav, synth_utterance, write_corpus
 
 HOP = 256
 
@@ -342,3 +348,25 @@ def test_neural_vocoder_output_is_clipped_to_full_scale():
 
     out = NeuralVocoder(Loud(), "loud", 0)(np.zeros((1, 80), np.float32))
     assert out.tolist() == [-1.0, -0.5, 0.25, 1.0]
+
+
+def test_the_gpu_recipe_script_trains_resumes_and_exports(tmp_path):
+    """scripts/train-vocoder-gpu.sh, the recipe of the shipped vocoder, from audio folders to a
+    float16 vocoder file; run again, it resumes its run (here on the CPU, with tiny sizes)."""
+    corpus = write_corpus(tmp_path / "corpus", n_utts=4)
+    for spk in sorted(p for p in corpus.iterdir() if p.is_dir()):  # the script holds out arctic_b* prompts
+        next(iter(sorted(spk.glob("*.wav")))).rename(spk / "arctic_b0490.wav")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train-vocoder-gpu.sh"
+    tiny = [o for o in TINY_VOCODER if not o.startswith(("model.system", "train."))]
+    env = dict(os.environ, PYTHON=sys.executable)
+    run = tmp_path / "run"
+    for steps in (2, 3):
+        overrides = [*tiny, "train.max_minutes=0", f"train.max_steps={steps}", "train.batch_size=2",
+                     "train.val_every=2", "train.ckpt_every=2", "train.val_batches=1", "train.threads=1"]
+        done = subprocess.run(["bash", str(script), str(run), str(corpus), "--", *overrides], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    ckpt, _ = load_checkpoint(run / "vocoder.pt", "vocoder")
+    assert ckpt["step"] == 3 and ckpt["dtype"] == "float16"
+    rows = [json.loads(line) for line in (run / "train" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2, 3]  # the second run went on from step 2
