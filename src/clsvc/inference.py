@@ -43,7 +43,8 @@ class Converter:
     seams). ``checkpoint`` names the file (or shipped model) the model came from (for messages
     and reports). ``vocoder``: ``griffin-lim``, a vocoder file, a shipped vocoder's name, or
     ``auto``: the model's own (:func:`clsvc.pretrained.vocoder_for`: the vocoder a shipped model's
-    card names, else Griffin-Lim); :attr:`vocoder_name` says which.
+    card names, resolved by :meth:`from_checkpoint`; a model built directly gets Griffin-Lim);
+    :attr:`vocoder_name` says which.
     ``gv_max``: global-variance compensation of conversions (see
     :class:`~clsvc.config.ConvertConfig`; None = the model's ``convert.gv_max``). ``contrast``:
     speaker contrast of conversions (the same class; None = the model's ``convert.contrast``).
@@ -62,7 +63,7 @@ class Converter:
         self.speakers = list(speakers)
         self.speaker_table = speaker_table
         #: The vocoder in use, as given or as ``auto`` resolved to (a name or a path).
-        self.vocoder_name = str(vocoder_for(vocoder, checkpoint))
+        self.vocoder_name = str(vocoder_for(vocoder, None))
         self.vocoder = get_vocoder(self.vocoder_name, cfg.mel, self.device)
         self.chunk_frames = chunk_frames
         self.overlap_frames = overlap_frames
@@ -86,6 +87,7 @@ class Converter:
         if not isinstance(model, VCSystem):
             raise ClsvcError(f"{path}: a {cfg.model.system} checkpoint, not a voice-conversion model; "
                              "pass a VC model's checkpoint (a vocoder goes to --vocoder)")
+        kw["vocoder"] = vocoder_for(kw.get("vocoder", DEFAULT_VOCODER), path)  # "auto": the model's own
         vc = cls(model, cfg, ckpt.get("speakers", []), ckpt.get("speaker_table"), device,
                  checkpoint=str(path), **kw)
         vc.step = int(ckpt.get("step", 0))  # training steps behind the weights (for reports)

@@ -277,13 +277,11 @@ def vocoder_for(vocoder: str | Path, checkpoint: str | Path | None) -> str | Pat
     if checkpoint is not None:
         name = is_shipped(checkpoint) if Path(checkpoint).is_file() else str(checkpoint)
     found = shipped(name, "vc") if name is not None and _NAME.fullmatch(name) else None
-    if found is None:
-        return GRIFFIN_LIM[0]
-    own = _read_card(found.name, found.card_path).vocoder
+    own = card(found.name)["vocoder"] if found is not None else ""
     if not own:
         return GRIFFIN_LIM[0]
     if shipped(own, "vocoder") is None:
-        raise ClsvcError(f"{found.card_path}: names vocoder {own}, which is not shipped; {_REINSTALL}")
+        raise ClsvcError(f"shipped model {name}: its card names vocoder {own}, which is not shipped; {_REINSTALL}")
     return own
 
 
