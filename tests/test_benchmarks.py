@@ -52,7 +52,8 @@ def test_write_result_replaces_earlier_files(tmp_path, capsys):
     assert capsys.readouterr().out == "new\n"
 
 
-@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load", "paired"])
+@pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load", "paired",
+                                  "mcd_gap"])
 def test_scripts_use_the_shared_writer_when_loaded_by_path(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the import must not depend on the working directory
     mod = _load(name)
@@ -128,3 +129,53 @@ def test_paired_refuses_runs_without_shared_pairs(tmp_path):
     with pytest.raises(SystemExit, match="share no seen pairs"):
         mod.main([str(a), str(b), "--out", str(tmp_path / "r.json")])
     assert not (tmp_path / "r.json").exists()
+
+
+def _pairs_csv(eval_dir: Path, corpus: Path) -> list[tuple[str, str]]:
+    """An evaluation folder whose pairs.csv holds two parallel seen pairs between the tiny corpus'
+    speakers (and one non-parallel and one any-to-many pair, which the gap script skips)."""
+    spk = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+    eval_dir.mkdir()
+    head = "name,condition,source_speaker,target_speaker,parallel,source_audio,target_audio"
+    rows = [("seen_000", "seen", spk[0], spk[1], "1"), ("seen_001", "seen", spk[1], spk[0], "1"),
+            ("seen_002", "seen", spk[0], spk[1], "0"), ("any2many_003", "any2many", spk[0], spk[1], "1")]
+    lines = [head] + [f"{n},{c},{a},{b},{par},{corpus / a / f'{a}_006.wav'},{corpus / b / f'{b}_006.wav'}"
+                      for n, c, a, b, par in rows]
+    (eval_dir / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return [(a, b) for _, c, a, b, par in rows if c == "seen" and par == "1"]
+
+
+def test_mcd_gap_scores_each_rendering_of_the_parallel_pairs(trained_run, corpus, tmp_path):
+    """benchmarks/mcd_gap.py: the target sentence vocoded, reconstructed in its own voice and
+    converted from the source, each scored against the recording; the steps are their per-pair
+    differences, and the rendering nearest the recording is its own mel through the vocoder."""
+    import clsvc
+    from clsvc.audio import load_wav, trim_silence
+    from clsvc.evaluation.mcd import audio_mcd
+
+    mod = _load("mcd_gap")
+    pairs = _pairs_csv(tmp_path / "eval", corpus)
+    ckpt = trained_run / "checkpoints" / "last.pt"
+    mod.main(["--eval", str(tmp_path / "eval"), "--checkpoint", str(ckpt), "--vocoder", "griffin-lim",
+              "--threads", "1", "--out", str(tmp_path / "gap.json")])
+    res = json.loads((tmp_path / "gap.json").read_text())
+    assert res["pairs"] == 2 and res["vocoder"] == "griffin-lim"
+    per = res["per_pair"]
+    assert all(len(per[k]) == 2 for k in ("vocoded", "reconstructed", "converted"))
+    gap = res["steps"]["voice change (converted − reconstructed)"]["mean"]
+    assert gap == pytest.approx(np.mean(np.subtract(per["converted"], per["reconstructed"])))
+    # The first pair's conversion, made here the same way, scores the same.
+    vc = clsvc.load(str(ckpt), vocoder="griffin-lim")
+    src, tgt = pairs[0]
+    real = load_wav(corpus / tgt / f"{tgt}_006.wav", vc.mel_cfg)
+    wav = vc.convert(trim_silence(load_wav(corpus / src / f"{src}_006.wav", vc.mel_cfg), 40.0, vc.mel_cfg),
+                     target_speaker=tgt)
+    assert per["converted"][0] == pytest.approx(audio_mcd(real, wav, vc.sample_rate), rel=1e-6)
+    assert np.mean(per["vocoded"]) < np.mean(per["converted"])
+
+
+def test_mcd_gap_refuses_a_folder_without_pairs(tmp_path):
+    mod = _load("mcd_gap")
+    with pytest.raises(SystemExit, match="pairs.csv: not found"):
+        mod.main(["--eval", str(tmp_path), "--checkpoint", "x.pt", "--out", str(tmp_path / "gap.json")])
+    assert not (tmp_path / "gap.json").exists()

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Where a VC model's audio MCD on parallel pairs comes from: the vocoder, the decoder, or the
+change of voice.
+
+For each parallel pair of one condition of a ``clsvc evaluate`` run (its ``pairs.csv``: a source
+utterance converted into a target voice whose speaker said the same sentence), the target's real
+recording is the reference, and three renderings of it are scored with the evaluation's audio MCD
+(:func:`clsvc.evaluation.mcd.audio_mcd`: WORLD envelope, order-24 mel-cepstra c1–c24, DTW, dB):
+
+* ``vocoded``: the recording's own mel through the vocoder (the evaluation's bound);
+* ``reconstructed``: the recording decoded by the model with the target speaker's own stored
+  voice (content and voice of the same utterance: what the decoder loses without a change of voice);
+* ``converted``: the pair's source converted into the target speaker's stored voice, as the
+  evaluation converts it (the model's card settings; converted again here, since an evaluation
+  keeps only a few sample wavs).
+
+Source and target are trimmed of leading and trailing silence as ``clsvc preprocess`` trims them
+(``--trim-db``), so every rendering has the timing of the evaluation's; the reference stays the
+whole recording, as in the evaluation.
+
+The steps between them split the conversion's distance from the real target into the vocoder's
+share, the decoder's share and the voice change's share. Writes ``--out`` (JSON) and the Markdown
+table beside it, and prints the table.
+
+    python benchmarks/mcd_gap.py --eval EVAL --checkpoint arctic [--vocoder auto] --out /tmp/gap.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
+from _report import write_result  # noqa: E402
+from clsvc.audio import load_wav, trim_silence  # noqa: E402
+from clsvc.evaluation.mcd import audio_mcd  # noqa: E402
+from clsvc.evaluation.stats import mean_ci  # noqa: E402
+
+KINDS = ("vocoded", "reconstructed", "converted")
+
+
+def read_pairs(eval_dir: Path, condition: str, limit: int) -> list[dict[str, str]]:
+    """The first ``limit`` parallel pairs of ``condition`` in ``eval_dir/pairs.csv``; a missing file
+    is a SystemExit naming it."""
+    path = eval_dir / "pairs.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; give the folder `clsvc evaluate --out EVAL` wrote")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["condition"] == condition and r["parallel"] == "1"]
+    if not rows:
+        raise SystemExit(f"{path}: no parallel {condition} pairs (only ARCTIC-style corpora have them)")
+    return rows[:limit]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--eval", type=Path, required=True, help="a `clsvc evaluate --out` folder")
+    ap.add_argument("--checkpoint", required=True, help="the model that run evaluated")
+    ap.add_argument("--vocoder", default="auto", help="the vocoder that run used")
+    ap.add_argument("--condition", default="seen")
+    ap.add_argument("--limit", type=int, default=60, help="pairs to score (the first ones)")
+    ap.add_argument("--trim-db", type=float, default=40.0, help="as the features' `clsvc preprocess --trim-db`")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True, help="JSON result (the Markdown table goes beside it)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pairs = read_pairs(args.eval, args.condition, args.limit)
+    import clsvc
+
+    vc = clsvc.load(args.checkpoint, vocoder=args.vocoder)
+    sr = vc.sample_rate
+    scores: dict[str, list[float]] = {k: [] for k in KINDS}
+    for p in pairs:
+        real = load_wav(p["target_audio"], vc.mel_cfg)
+        target = trim_silence(real, args.trim_db, vc.mel_cfg)
+        source = trim_silence(load_wav(p["source_audio"], vc.mel_cfg), args.trim_db, vc.mel_cfg)
+        renders = {"vocoded": vc.vocode(vc.mel(target)),
+                   "reconstructed": vc.reconstruct(target, speaker=p["target_speaker"]),
+                   "converted": vc.convert(source, target_speaker=p["target_speaker"])}
+        for k, wav in renders.items():
+            scores[k].append(audio_mcd(real, wav, sr))
+    stats = {k: mean_ci(v) for k, v in scores.items()}
+    steps = {"decoder (reconstructed − vocoded)": np.subtract(scores["reconstructed"], scores["vocoded"]),
+             "voice change (converted − reconstructed)": np.subtract(scores["converted"], scores["reconstructed"])}
+    step_stats = {k: mean_ci(v.tolist()) for k, v in steps.items()}
+    n = len(scores["converted"])
+    md = [f"Audio MCD against the real target, {n} parallel {args.condition} pairs of {args.eval}; "
+          f"`{args.checkpoint}`, vocoder {vc.vocoder_name}", "",
+          "| rendering of the target sentence | MCD audio (dB) |", "|---|---|"]
+    md += [f"| {k} | {s.mean:.2f} ± {s.ci:.2f} |" for k, s in stats.items()]
+    md += [f"| step: {k} | {s.mean:+.2f} ± {s.ci:.2f} |" for k, s in step_stats.items()]
+    write_result(args.out, {"eval": str(args.eval), "checkpoint": args.checkpoint, "vocoder": vc.vocoder_name,
+                            "condition": args.condition, "pairs": n,
+                            "mcd_audio": {k: {"mean": s.mean, "ci95": s.ci} for k, s in stats.items()},
+                            "steps": {k: {"mean": s.mean, "ci95": s.ci} for k, s in step_stats.items()},
+                            "per_pair": scores}, md)
+
+
+if __name__ == "__main__":
+    main()
