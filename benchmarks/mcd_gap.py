@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval", type=Path, required=True, help="a `clsvc evaluate --out` folder")
     ap.add_argument("--checkpoint", required=True, help="the model that run evaluated")
     ap.add_argument("--vocoder", default="auto", help="the vocoder that run used")
+    ap.add_argument("--gv-max", type=float, default=None,
+                    help="global-variance compensation of the decoded mels (default: the model's own)")
     ap.add_argument("--condition", default="seen")
     ap.add_argument("--limit", type=int, default=60, help="pairs to score (the first ones)")
     ap.add_argument("--trim-db", type=float, default=40.0, help="as the features' `clsvc preprocess --trim-db`")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = read_pairs(args.eval, args.condition, args.limit)
     import clsvc
 
-    vc = clsvc.load(args.checkpoint, vocoder=args.vocoder)
+    vc = clsvc.load(args.checkpoint, vocoder=args.vocoder, gv_max=args.gv_max)
     sr = vc.sample_rate
     scores: dict[str, list[float]] = {k: [] for k in KINDS}
     for p in pairs:
