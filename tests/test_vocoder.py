@@ -180,6 +180,19 @@ def test_disc_phase_is_idle_during_warmup_and_between_updates():
     assert "g_adv" in terms and int(system.steps) == 5
 
 
+def test_the_shipped_fine_tune_never_adds_the_discriminators():
+    """`vocoder-h200-arctic-mel` (the shipped `arctic-vocoder`'s fine-tune) is reconstruction-only:
+    its warm-up, counted in the generator's own steps, outlasts the run from the H200 generator's
+    5,174 steps, so the test above's idle "disc" phase holds at every step."""
+    from clsvc.config import load_config
+
+    cfg = load_config("vocoder-h200-arctic-mel")
+    gpu = load_config("vocoder-h200-arctic")
+    assert cfg.vocoder.warmup_steps > 5_174 + cfg.train.max_steps
+    assert cfg.vocoder.layers == gpu.vocoder.layers and cfg.vocoder.intermediate == gpu.vocoder.intermediate
+    assert cfg.optim.lr == gpu.optim.lr and cfg.train.batch_size == gpu.train.batch_size
+
+
 def test_padding_is_ignored_by_the_generator_loss():
     system = VocoderSystem(tiny_cfg()).eval()
     mel, _, speaker, wav = batch(t=16)
