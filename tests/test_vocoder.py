@@ -187,10 +187,10 @@ def test_the_shipped_fine_tune_never_adds_the_discriminators():
     from clsvc.config import load_config
 
     cfg = load_config("vocoder-h200-arctic-mel")
-    gpu = load_config("vocoder-h200-arctic")
+    adversarial = load_config("vocoder-h200-arctic")  # the same fine-tune with discriminators (stop 34)
     assert cfg.vocoder.warmup_steps > 5_174 + cfg.train.max_steps
-    assert cfg.vocoder.layers == gpu.vocoder.layers and cfg.vocoder.intermediate == gpu.vocoder.intermediate
-    assert cfg.optim.lr == gpu.optim.lr and cfg.train.batch_size == gpu.train.batch_size
+    assert (cfg.vocoder.layers, cfg.vocoder.intermediate) == (adversarial.vocoder.layers, adversarial.vocoder.intermediate)
+    assert (cfg.optim.lr, cfg.train.batch_size) == (adversarial.optim.lr, adversarial.train.batch_size)
 
 
 def test_padding_is_ignored_by_the_generator_loss():
