@@ -182,15 +182,30 @@ def test_disc_phase_is_idle_during_warmup_and_between_updates():
 
 def test_the_shipped_fine_tune_never_adds_the_discriminators():
     """`vocoder-h200-arctic-mel` (the shipped `arctic-vocoder`'s fine-tune) is reconstruction-only:
-    its warm-up, counted in the generator's own steps, outlasts the run from the H200 generator's
-    5,174 steps, so the test above's idle "disc" phase holds at every step."""
+    no discriminator is built, and it keeps the generator and the rate of the adversarial
+    fine-tune it replaced."""
     from clsvc.config import load_config
 
     cfg = load_config("vocoder-h200-arctic-mel")
     adversarial = load_config("vocoder-h200-arctic")  # the same fine-tune with discriminators (stop 34)
-    assert cfg.vocoder.warmup_steps > 5_174 + cfg.train.max_steps
+    assert not cfg.vocoder.adversarial and adversarial.vocoder.adversarial
     assert (cfg.vocoder.layers, cfg.vocoder.intermediate) == (adversarial.vocoder.layers, adversarial.vocoder.intermediate)
     assert (cfg.optim.lr, cfg.train.batch_size) == (adversarial.optim.lr, adversarial.train.batch_size)
+
+
+def test_without_discriminators_only_the_reconstruction_losses_train():
+    system = VocoderSystem(tiny_cfg(adversarial=False))
+    assert system.mpd is None and system.mrd is None and system.param_groups("disc") == []
+    assert not any(k.startswith(VocoderSystem.training_only) for k in system.state_dict())
+    mel, lengths, speaker, wav = batch(t=8)
+    system.steps.fill_(100)  # long past the warm-up (0 here): still no discriminator
+    assert not system.phase_active("disc") and system(mel, lengths, speaker, "disc", wav=wav) == (None, {})
+    loss, terms = system(mel, lengths, speaker, "gen", wav=wav)
+    assert loss is not None and set(terms) == {"mel", "stft_sc", "stft_mag", "total"}
+    # The generators of both kinds are interchangeable: the weights load either way.
+    with_d = VocoderSystem(tiny_cfg())
+    with_d.load_inference_state(system.inference_state_dict())
+    system.load_inference_state(with_d.inference_state_dict())
 
 
 def test_padding_is_ignored_by_the_generator_loss():
@@ -316,6 +331,35 @@ def test_trainer_runs_idle_phases_resumes_exactly_and_exports(wav_features, tiny
                  "--out", str(wav_out), "--vocoder", str(out)]) == 0
     frames = len(wav_to_mel(sf.read(corpus / "spk_a" / "spk_a_001.wav")[0].astype(np.float32), MelConfig()))
     assert len(sf.read(wav_out)[0]) == frames * HOP
+
+
+def test_a_run_without_discriminators_trains_resumes_and_starts_either_kind(wav_features, tiny_cfg, tmp_path):
+    from clsvc.checkpoint import load_checkpoint
+    from clsvc.training import read_log, train
+
+    plain = [*TINY_VOCODER, "vocoder.adversarial=false"]
+    train(tiny_cfg(*plain, "train.max_steps=4"), wav_features, tmp_path / "a", progress=False, device="cpu")
+    train(None, wav_features, tmp_path / "a", resume=True, progress=False, overrides=["train.max_steps=8"],
+          device="cpu")
+    rows = read_log(tmp_path / "a")
+    assert [r["step"] for r in rows if r["kind"] == "train"] == [2, 4, 6, 8]
+    assert not any(k.startswith(("d_", "g_adv", "fm")) for r in rows for k in r)  # past warm-up (4): still none
+    ckpt = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    assert set(ckpt["optimizer"]) == {"gen"} and not any(k.startswith(("mpd.", "mrd.")) for k in ckpt["model"])
+    # The same updates as a warm-up that outlasts the run (how the shipped file was trained).
+    train(tiny_cfg(*TINY_VOCODER, "vocoder.warmup_steps=1000", "train.max_steps=8"), wav_features,
+          tmp_path / "w", progress=False, device="cpu")
+    warm = load_checkpoint(tmp_path / "w" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(v, warm[k]) for k, v in ckpt["model"].items())
+    # Its generator starts an adversarial run (fresh discriminators), and an adversarial run's
+    # checkpoint starts a reconstruction-only run (its discriminators left behind).
+    train(tiny_cfg(*TINY_VOCODER, "train.max_steps=2"), wav_features, tmp_path / "b", progress=False, device="cpu",
+          init=tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert set(b["optimizer"]) == {"disc", "gen"} and any(k.startswith("mpd.") for k in b["model"])
+    train(tiny_cfg(*plain, "train.max_steps=2"), wav_features, tmp_path / "c", progress=False, device="cpu",
+          init=tmp_path / "b" / "checkpoints" / "last.pt")
+    assert set(load_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")["optimizer"]) == {"gen"}
 
 
 def _use_as_vocoder(path, tmp_path):

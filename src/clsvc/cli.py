@@ -503,8 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "same system and model structure; fresh optimizer, step 0), e.g. to fine-tune a vocoder "
                         "on `clsvc reconstruct` features. A vocoder's generator-step counter comes with its "
                         "weights, so one trained past vocoder.warmup_steps trains adversarially from the first "
-                        "step (raise vocoder.warmup_steps above its count for a reconstruction-only phase first; "
-                        "an exported vocoder holds no discriminators: they start fresh)")
+                        "step (raise vocoder.warmup_steps above its count for a reconstruction-only phase first, or "
+                        "set vocoder.adversarial=false for no discriminators at all; an exported vocoder holds "
+                        "no discriminators: they start fresh)")
     s.add_argument("--init-partial", action="store_true",
                    help="with --init: copy only the weights whose name and shape fit this config's model (e.g. a "
                         "wider decoder on a trained encoder; add train.freeze=[encoder.] to keep it fixed); the "

@@ -331,6 +331,9 @@ class VocoderConfig:
     lambda_fm: float = 2.0
     # generator steps of reconstruction-only training before the discriminators join
     warmup_steps: int = 5000
+    # False: reconstruction losses only, for the whole run; the discriminators are not built (a
+    # fine-tune of a trained generator on a VC model's mels: configs/vocoder-h200-arctic-mel.yaml)
+    adversarial: bool = True
     # update the discriminators every `disc_every` generator steps (cuts their cost by k)
     disc_every: int = 1
     # the discriminators' learning rate relative to the optimiser's (HiFi-GAN: equal)
@@ -918,6 +921,7 @@ def validate(cfg: Config, where: str = "config") -> None:
     for key in ("stargan.gen_channels", "stargan.disc_channels"):
         need(_is_int(get(key)) and get(key) >= 2 and get(key) % 2 == 0, key, "must be even and >= 2 (GLUs halve it)")
     voc = cfg.vocoder
+    need(isinstance(voc.adversarial, bool), "vocoder.adversarial", "must be true or false")
     need(all(_is_int(p) and p >= 1 for p in voc.mpd_periods), "vocoder.mpd_periods", "must be integers >= 1")
     need(len(voc.mpd_channels) >= 1 and all(_is_int(c) and c >= 1 for c in voc.mpd_channels),
          "vocoder.mpd_channels", "must be one or more integers >= 1")

@@ -274,7 +274,8 @@ def train(cfg: Config | None, data: str | Path, run: str | Path, resume: bool = 
     fresh and the run counts from step 0. Whatever a system keeps in its weights comes along:
     the vocoder's ``steps`` buffer (generator steps taken), so fine-tuning a vocoder trained past
     ``vocoder.warmup_steps`` continues adversarially from its first step (set
-    ``vocoder.warmup_steps`` above that count to have a reconstruction-only phase again). The
+    ``vocoder.warmup_steps`` above that count to have a reconstruction-only phase again, or
+    ``vocoder.adversarial`` false to train without discriminators throughout). The
     system then prepares for this run's data as every run does (AutoVC re-fits its speakers'
     mean d-vectors). With ``init_partial`` the model may differ from the checkpoint's: only the
     weights of the same name and shape are copied, the others start fresh (their names are

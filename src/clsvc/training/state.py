@@ -93,11 +93,14 @@ def freeze(model: torch.nn.Module, prefixes: tuple[str, ...] | list[str]) -> Non
 
 
 def build_optimizers(model: System, cfg: Config) -> dict[str, torch.optim.Optimizer]:
-    """One Adam (the paper's betas) per phase of the system, with the system's groups."""
+    """One Adam (the paper's betas) per phase of the system, with the system's groups; a phase
+    with no group (a vocoder without discriminators) gets none, and the trainer skips it."""
     o = cfg.optim
     opts: dict[str, torch.optim.Optimizer] = {}
     for phase in model.phases:
         groups = model.param_groups(phase)
+        if not groups:
+            continue
         opt = torch.optim.Adam([{"params": g["params"]} for g in groups], lr=o.lr, betas=(o.betas[0], o.betas[1]),
                                weight_decay=o.weight_decay)
         _set_lrs(opt, groups, lr_at(cfg, 0))

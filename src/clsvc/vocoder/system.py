@@ -24,6 +24,8 @@ warm-up: D first meets a generator that already gets the spectral envelope right
 the "disc" phase updates both discriminators when ``steps % disc_every == 0`` and the "gen"
 phase adds the adversarial and feature-matching losses every step. In eval mode (validation)
 the "disc" phase reports its losses whenever the warm-up is over, regardless of ``disc_every``.
+With ``adversarial = False`` the warm-up never ends: no discriminator is built, the "disc" phase
+has no parameters (the trainer makes no optimizer for it) and is never active.
 
 Losses (LSGAN, HiFi-GAN's weights):
 
@@ -65,6 +67,7 @@ class VocoderSystem(System):
 
     phases = ("disc", "gen")
     training_only = ("mpd.", "mrd.")
+    optional_training = ("mpd.", "mrd.")  # not built with vocoder.adversarial = false
     inputs = ("mel", "wav")
     steps: torch.Tensor  # () long: generator steps so far (warm-up and disc_every schedule)
 
@@ -82,8 +85,11 @@ class VocoderSystem(System):
         self.hop = mel.hop_length
         self.generator = VocosGenerator(mel.n_mels, cfg.dim, cfg.intermediate, cfg.layers, mel.n_fft,
                                         mel.hop_length, cfg.kernel, cfg.max_magnitude)
-        self.mpd = MultiPeriodDiscriminator(cfg.mpd_periods, cfg.mpd_channels)
-        self.mrd = MultiResolutionDiscriminator(cfg.mrd_resolutions, cfg.mrd_channels)
+        self.mpd: MultiPeriodDiscriminator | None = None
+        self.mrd: MultiResolutionDiscriminator | None = None
+        if cfg.adversarial:
+            self.mpd = MultiPeriodDiscriminator(cfg.mpd_periods, cfg.mpd_channels)
+            self.mrd = MultiResolutionDiscriminator(cfg.mrd_resolutions, cfg.mrd_channels)
         self.mel_loss = MelLoss(mel)
         self.stft_loss = MultiResolutionSTFTLoss(cfg.stft_resolutions)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -91,8 +97,11 @@ class VocoderSystem(System):
     # ------------------------------------------------------------------ training
 
     def param_groups(self, phase: str) -> list[dict[str, Any]]:
-        """"disc": both discriminators at ``disc_lr_scale`` times the rate; "gen": the generator."""
+        """"disc": both discriminators at ``disc_lr_scale`` times the rate (no group without them);
+        "gen": the generator."""
         if phase == "disc":
+            if self.mpd is None or self.mrd is None:
+                return []
             params = list(self.mpd.parameters()) + list(self.mrd.parameters())
             return [{"params": params, "lr_scale": self.cfg.disc_lr_scale}]
         if phase == "gen":
@@ -101,8 +110,8 @@ class VocoderSystem(System):
 
     @property
     def adversarial(self) -> bool:
-        """Whether the warm-up is over (the discriminators take part)."""
-        return int(self.steps) >= self.cfg.warmup_steps
+        """Whether the discriminators take part: they exist and the warm-up is over."""
+        return self.cfg.adversarial and int(self.steps) >= self.cfg.warmup_steps
 
     def phase_active(self, phase: str) -> bool:
         """Whether ``forward(..., phase)`` returns a loss at the current step (False: it returns
@@ -131,6 +140,8 @@ class VocoderSystem(System):
 
     def _discriminate(self, wav: torch.Tensor, frozen: bool) -> tuple[Output, Output]:
         """Both discriminators on (B, N) waves; ``frozen``: their weights as constants."""
+        if self.mpd is None or self.mrd is None:  # unreachable: phase_active/adversarial say so first
+            raise ClsvcError("this vocoder has no discriminators (vocoder.adversarial is false)")
         if not frozen:
             return self.mpd(wav), self.mrd(wav)
         outs = []
