@@ -1,5 +1,6 @@
-"""The parallel conversion term (``loss.parallel``): same-transcript pairs of training speakers,
-DTW-aligned targets, and the term in training and validation."""
+"""The parallel terms (``loss.parallel``: the conversion; ``loss.parallel_code``: the content code):
+same-transcript pairs of training speakers, DTW-aligned targets, and the terms in training and
+validation."""
 
 import shutil
 
@@ -81,11 +82,41 @@ def test_parallel_term_needs_parallel_features_and_a_clsvc(features, tmp_path, c
     assert main(["train", "--config", "cpu", "--data", str(features), "--out", str(out), "--quiet",
                  *TINY, "loss.parallel=1.0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "loss.parallel needs parallel utterances" in err and not out.exists(), err
+    assert err.count("\n") == 1 and "loss.parallel and loss.parallel_code need parallel utterances" in err, err
+    assert not out.exists()
     from helpers import tiny_config
 
     with pytest.raises(ClsvcError, match="loss.parallel must be 0 unless model.system is clsvc"):
         tiny_config("model.system=autovc", "loss.parallel=1.0")
+
+
+def test_parallel_code_term_trains_and_is_validated(parallel_features, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "cpu", "--data", str(parallel_features), "--out", str(run), "--quiet",
+                 *TINY, "train.max_steps=4", "loss.parallel_code=1.0", "train.parallel_pairs=3"]) == 0
+    rows, vals = read_log(run, "train"), read_log(run, "val")
+    assert rows and all(r["parallel_code"] > 0 and "parallel" not in r for r in rows)
+    assert vals and vals[-1]["parallel_code"] > 0
+    for r in rows:
+        paper = r["recon"] + 0.1 * r["code"] + 0.1 * r["cls"] + 0.5 * r["adv"]
+        assert r["total"] == pytest.approx(paper + r["parallel_code"], rel=1e-4)
+
+
+def test_parallel_code_term_compares_the_codes_and_moves_only_the_encoder():
+    from clsvc.models import build_system
+
+    from helpers import tiny_config
+
+    torch.manual_seed(0)
+    model = build_system(tiny_config("model.content_norm=instance", "loss.parallel_code=1.0", "model.n_speakers=3"))
+    mel = torch.rand(2, 24, 80)
+    lengths = torch.tensor([24, 17])
+    assert float(model.parallel_code_loss(mel, lengths, mel.clone()).detach()) == pytest.approx(0.0, abs=1e-10)
+    term = model.parallel_code_loss(mel, lengths, torch.rand(2, 24, 80))
+    assert float(term.detach()) > 0
+    term.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert all(p.grad is None for p in model.decoder.parameters())
 
 
 def test_validation_batches_are_the_same_with_or_without_pairs(parallel_features):

@@ -193,6 +193,15 @@ class LossConfig:
     # reconstruction objective never shows the decoder a content code of one voice with the
     # vector of another; this term does, for the voices that have parallel recordings. 0 = off.
     parallel: float = 0.0
+    # Remedy for parallel corpora, on the code only: the weight of a content-consistency term.
+    # C_x of a crop of speaker a's utterance must match C_x of speaker b's utterance of the same
+    # transcript, time-aligned to a's frames by DTW (mean squared difference per channel over the
+    # valid frames; the same ``train.parallel_pairs`` pairs as ``parallel``). Swapping the target's
+    # own content code into a conversion takes 0.7 dB off its audio MCD (BENCHMARKS.md, stop 37):
+    # what a voice leaves in C_x follows it into the conversion. Unlike ``parallel`` the decoder
+    # never learns the DTW-warped frames. With ``content_norm: instance`` the codes cannot meet by
+    # shrinking. 0 = off.
+    parallel_code: float = 0.0
     # Remedy (not in the paper) for words lost in the content code: the weight of a phone
     # classification term. A linear classifier reads each frame's phone from C_x (of the
     # voice-perturbed copy when the perturbation is on) and is trained with C_x against the
@@ -815,7 +824,8 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel", "loss.phone", "loss.delta", "loss.phone_out", "loss.phone_reader_adv",
+    "loss.convert_cls", "loss.parallel", "loss.parallel_code", "loss.phone", "loss.delta", "loss.phone_out",
+    "loss.phone_reader_adv",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
     "optim.weight_decay", "optim.grad_clip", "optim.adversary_lr_mult", "optim.lr_final", "train.max_minutes",
@@ -890,6 +900,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 with model.speaker_encoder dvector (C1 cannot hear a conversion: E makes no S_x)")
     need(cfg.loss.parallel == 0 or (m.system == "clsvc" and m.speaker_encoder == "own"), "loss.parallel",
          "must be 0 unless model.system is clsvc with its own speaker encoder (the term decodes E's S_x)")
+    need(cfg.loss.parallel_code == 0 or m.system == "clsvc", "loss.parallel_code",
+         "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
     need(cfg.loss.phone == 0 or m.system == "clsvc", "loss.phone",
          "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
     need(cfg.loss.delta == 0 or m.system == "clsvc", "loss.delta",

@@ -256,7 +256,9 @@ class ClsVC(VCSystem):
         With ``loss.parallel`` > 0 the batch may carry P parallel pairs: source crops ``par_mel``
         (P, T, M) with ``par_lengths`` (P,) and pitch features ``par_f0`` (P, T, 2), and
         ``par_target`` (P, T, M), the same words said by another training speaker, aligned frame
-        by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``.
+        by frame; the term :meth:`parallel_loss` is added to the total as ``parallel``. With
+        ``loss.parallel_code`` > 0 the same pairs give :meth:`parallel_code_loss`, added as
+        ``parallel_code``.
 
         With ``loss.phone`` > 0, ``phones`` (B, T) are the frames' phone labels (-1 = unknown): the
         phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``).
@@ -280,6 +282,11 @@ class ClsVC(VCSystem):
             total = total + self.loss_cfg.parallel * par
             terms["parallel"] = par
             terms["total"] = total
+        if self.loss_cfg.parallel_code > 0 and par_mel is not None:
+            assert par_lengths is not None and par_target is not None
+            code = self.parallel_code_loss(par_mel, par_lengths, par_target)
+            total = total + self.loss_cfg.parallel_code * code
+            terms.update(parallel_code=code, total=total)
         if (self.phone_classifier is not None or self.phone_reader is not None) and phones is None:
             raise ClsvcError("loss.phone and loss.phone_out need the frames' phone labels (phones=...; training "
                              "needs features made with `clsvc preprocess --phones`)")
@@ -356,6 +363,15 @@ class ClsVC(VCSystem):
         assert speaker is not None  # own speaker encoder
         mel_out, mel_post = self.decode(content, F.normalize(speaker, dim=-1), f0)
         return parallel_term(mel_out, mel_post, target, mask, self.loss_cfg.recon_distance)
+
+    def parallel_code_loss(self, mel: torch.Tensor, lengths: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The content-consistency term of parallel pairs (``loss.parallel_code``): mean squared
+        difference per channel between C_x of the source crops ``mel`` (P, T, M) (clean, as a
+        conversion reads them) and C_x of ``target`` (P, T, M), the same words of another voice
+        aligned to them frame by frame, over the valid frames of ``lengths`` (P,)."""
+        _, content, mask = self.encode(mel, lengths)
+        _, other, _ = self.encode(target, lengths)
+        return masked_mean(((content.float() - other.float()) ** 2).mean(-1), mask)
 
     def run(self, mel: torch.Tensor, lengths: torch.Tensor, perm: torch.Tensor | None = None,
             f0: torch.Tensor | None = None, vectors: torch.Tensor | None = None) -> ClsVCOutput:

@@ -425,10 +425,10 @@ def _setup(cfg: Config | None, data: Path, run: Path, resume: bool, info: dist_u
             f"{data}: the training speakers differ from those of {last}; resume on the same "
             "preprocessed data"
         )
-    if cfg.loss.parallel > 0 and not train_set.pairs:
+    if (cfg.loss.parallel > 0 or cfg.loss.parallel_code > 0) and not train_set.pairs:
         raise ClsvcError(
-            f"{data}: loss.parallel needs parallel utterances (two training speakers with the same transcript, "
-            "as ARCTIC's prompts.txt gives) and these features have none; set loss.parallel=0"
+            f"{data}: loss.parallel and loss.parallel_code need parallel utterances (two training speakers with "
+            "the same transcript, as ARCTIC's prompts.txt gives) and these features have none; set them to 0"
         )
     val_set = FeatureSet(data, ("val",), speakers=train_set.speakers, entries=entries, with_wav=with_wav,
                          hop=cfg.mel.hop_length, with_f0=with_f0, with_phones=with_phones)
@@ -478,7 +478,7 @@ def _loop(setup: _Setup, run: Path, info: dist_utils.DistInfo, progress: bool, o
     model = state.model
     last = run / "checkpoints" / LAST
     t = cfg.train
-    pairs = t.parallel_pairs if cfg.loss.parallel > 0 else 0  # parallel pairs beside each batch
+    pairs = t.parallel_pairs if cfg.loss.parallel > 0 or cfg.loss.parallel_code > 0 else 0  # beside each batch
     val_batches = (setup.val_set.fixed_batches(t.val_batches, t.batch_size, t.crop_frames, t.pad_value,
                                                parallel_pairs=pairs)
                    if len(setup.val_set) else [])
