@@ -204,8 +204,18 @@ def test_signal_in_process_stops_and_handlers_come_back(features, reference, tmp
     assert_same_run(run, reference)
 
 
+@pytest.fixture
+def live_sigint():
+    """SIGINT handled as in a terminal for the test, whatever the process inherited (a shell's
+    background job ignores it, and the trainer rightly leaves an ignored SIGINT ignored)."""
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 def test_a_second_ctrl_c_while_saving_stops_at_once_and_keeps_the_last_checkpoint(
-        features, reference, tmp_path, monkeypatch):
+        features, reference, tmp_path, monkeypatch, live_sigint):
     """Ctrl-C at step 4 asks for a stop; a second Ctrl-C comes while step 4 is being written: the
     write is abandoned, last.pt keeps step 3 (whole), and the run still resumes exactly (the log
     rows of step 4 are dropped)."""
