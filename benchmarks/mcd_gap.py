@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         real = load_wav(p["target_audio"], vc.mel_cfg)
         target = trim_silence(real, args.trim_db, vc.mel_cfg)
         source = trim_silence(load_wav(p["source_audio"], vc.mel_cfg), args.trim_db, vc.mel_cfg)
-        renders = {"vocoded": vc.vocode(vc.mel(target)),
-                   "reconstructed": vc.reconstruct(target, speaker=p["target_speaker"]),
+        ref = vc.reference(target)  # the target's mel once, for both of its renderings
+        renders = {"vocoded": vc.vocode(ref.mel),
+                   "reconstructed": vc.vocode(vc.convert_mel(ref, vc.speaker_embedding(p["target_speaker"]))),
                    "converted": vc.convert(source, target_speaker=p["target_speaker"])}
         for k, wav in renders.items():
             scores[k].append(audio_mcd(real, wav, sr))
