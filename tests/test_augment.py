@@ -1,11 +1,13 @@
-"""The voice perturbation of the content path (models/augment.py) and its use in ClsVC."""
+"""The voice and room perturbations of the content path (models/augment.py) and their use in ClsVC."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from clsvc.config import MelConfig, ModelConfig
-from clsvc.models.augment import VoicePerturb
+from clsvc.config import MelConfig, ModelConfig, config_from_dict
+from clsvc.errors import ClsvcError
+from clsvc.models.augment import RoomAugment, VoicePerturb
 from clsvc.models.clsvc import ClsVC
 
 
@@ -54,3 +56,90 @@ def test_clsvc_reads_content_from_the_perturbed_copy_only_in_training():
     loss, _ = model(mel, lengths, spk)
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def _room(noise_prob: float = 0.0, snr: float = 10.0, reverb_prob: float = 0.0, rt60: float = 0.8) -> RoomAugment:
+    m = MelConfig()
+    return RoomAugment(m.n_mels, m.fmin, m.fmax, -m.min_level_db, m.hop_length / m.sample_rate,
+                       noise_prob, snr, reverb_prob, rt60)
+
+
+def _speechlike(b: int = 8, t: int = 60) -> torch.Tensor:
+    """Loud frames 10-39 (0.7-0.8, i.e. 70-80 dB above the floor), near-silence elsewhere."""
+    torch.manual_seed(1)
+    mel = torch.full((b, t, 80), 0.05)
+    mel[:, 10:40] = 0.7 + 0.1 * torch.rand(b, 30, 80)
+    return mel
+
+
+def _snr_db(clean: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    """Per row: mean power of ``clean`` over the power ``noisy`` adds (both normalised mels)."""
+    p, q = 10.0 ** (clean.double() * 10), 10.0 ** (noisy.double() * 10)
+    return 10 * torch.log10(p.mean((1, 2)) / (q - p).mean((1, 2)))
+
+
+def test_room_noise_only_adds_power_at_an_snr_in_its_range():
+    mel = _speechlike(64)
+    torch.manual_seed(0)
+    out = _room(noise_prob=1.0, snr=10.0)(mel)
+    assert out.shape == mel.shape and out.min() >= 0 and out.max() <= 1
+    assert (out >= mel - 1e-6).all()                       # noise adds power, never removes it
+    quiet, loud = (out - mel)[:, :10].mean(), (out - mel)[:, 10:40].mean()
+    assert quiet > 10 * loud                               # it shows in the pauses, not under the speech
+    snr = _snr_db(mel, out) - RoomAugment.SNR_CALIBRATION_DB  # the magnitude mel reads noise louder
+    # SNRs drawn in [10, 40] dB (the frame jitter adds a little power, so a little lower).
+    assert snr.min() > 9.0 and snr.max() < 40.5 and snr.max() - snr.min() > 20.0
+
+
+def test_room_reverb_smears_power_forward_in_time_only():
+    mel = _speechlike(16)
+    torch.manual_seed(0)
+    out = _room(reverb_prob=1.0, rt60=0.8)(mel)
+    assert (out >= mel - 1e-6).all()
+    # Before the speech only the background's own echo: at most its tail energy (DRR >= 0 dB: +3 dB).
+    assert (out[:, :10] - mel[:, :10]).max() <= 0.031
+    after = (out - mel)[:, 40:45].mean(1).mean(1)               # the tail just after the speech
+    assert (after > 0.05).all()                                  # > 5 dB of echo in every row
+    late = (out - mel)[:, 55:].mean()
+    assert late < (out - mel)[:, 40:45].mean()                   # and it decays
+
+
+def test_room_probabilities_pick_rows_and_zero_is_identity():
+    mel = _speechlike(200)
+    assert torch.equal(_room()(mel), mel)
+    torch.manual_seed(0)
+    out = _room(noise_prob=0.5)(mel)
+    changed = ((out - mel).abs().amax((1, 2)) > 1e-6).float().mean()
+    assert 0.35 < changed < 0.65
+
+
+def test_clsvc_reads_content_through_the_room_only_in_training():
+    cfg = ModelConfig(n_speakers=3, speaker_dim=8, content_dim=4, enc_channels=16, enc_conv_layers=1,
+                      enc_lstm_hidden=8, enc_lstm_layers=1, dec_pre_lstm=16, dec_channels=16, dec_conv_layers=1,
+                      dec_lstm_hidden=16, dec_lstm_layers=1, postnet_channels=8, postnet_layers=2,
+                      noise_prob=1.0, reverb_prob=1.0)
+    torch.manual_seed(0)
+    model = ClsVC(cfg)
+    plain = ClsVC(ModelConfig(**{**cfg.__dict__, "noise_prob": 0.0, "reverb_prob": 0.0}))
+    assert model.room is not None and plain.room is None
+    plain.load_state_dict(model.state_dict())             # no weights: checkpoints load across it
+    mel, lengths, spk = torch.rand(2, 16, 80) * 0.5 + 0.3, torch.tensor([16, 12]), torch.tensor([0, 2])
+    assert torch.allclose(model.eval().run(mel, lengths).content, plain.eval().run(mel, lengths).content)
+    model.train()
+    plain.train()
+    torch.manual_seed(3)
+    noisy = model.run(mel, lengths)
+    torch.manual_seed(3)
+    clean = plain.run(mel, lengths)
+    assert torch.allclose(noisy.speaker, clean.speaker)   # S_x reads the original
+    assert not torch.allclose(noisy.content, clean.content)
+    loss, _ = model(mel, lengths, spk)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("key, value", [("noise_prob", 1.5), ("reverb_prob", -0.1), ("noise_snr_db", 60),
+                                        ("reverb_rt60", 0.05)])
+def test_room_settings_out_of_range_are_config_errors(key, value):
+    with pytest.raises(ClsvcError, match=f"model.{key}"):
+        config_from_dict({"model": {key: value}}, "test")

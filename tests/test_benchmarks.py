@@ -53,7 +53,7 @@ def test_write_result_replaces_earlier_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["vocoder", "convert_quality", "speed", "serve_load", "paired",
-                                  "mcd_gap"])
+                                  "mcd_gap", "robustness"])
 def test_scripts_use_the_shared_writer_when_loaded_by_path(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the import must not depend on the working directory
     mod = _load(name)
@@ -179,3 +179,59 @@ def test_mcd_gap_refuses_a_folder_without_pairs(tmp_path):
     with pytest.raises(SystemExit, match="pairs.csv: not found"):
         mod.main(["--eval", str(tmp_path), "--checkpoint", "x.pt", "--out", str(tmp_path / "gap.json")])
     assert not (tmp_path / "gap.json").exists()
+
+
+def test_robustness_degrades_the_source_and_scores_each_model_on_the_same_audio(trained_run, corpus, tmp_path):
+    """benchmarks/robustness.py: each condition's source is made once per pair (seeded), every
+    model converts that same audio, and the scores are the conversion's against the real target."""
+    import clsvc
+    from clsvc.audio import load_wav
+    from clsvc.evaluation.mcd import audio_mcd
+
+    mod = _load("robustness")
+    pairs = _pairs_csv(tmp_path / "eval", corpus)
+    ckpt = str(trained_run / "checkpoints" / "last.pt")
+    mod.main(["--eval", str(tmp_path / "eval"), "--checkpoint", ckpt, ckpt, "--vocoder", "griffin-lim",
+              "--conditions", "clean,pink10,reverb0.6", "--no-asr", "--threads", "1",
+              "--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["pairs"] == 2 and res["conditions"] == ["clean", "pink10", "reverb0.6"]
+    per = res["models"][ckpt]
+    assert set(per) == {"clean", "pink10", "reverb0.6"}
+    assert per["clean"]["vs_clean"]["mcd_audio"]["diff"] == 0.0
+    assert per["pink10"]["vs_reference"]["mcd_audio"]["diff"] == 0.0      # the same model on the same audio
+    assert per["pink10"]["mcd_audio"] != per["clean"]["mcd_audio"]          # the noise changed the conversion
+    # The noisy conversions, remade here from the same seeds, score the same.
+    vc = clsvc.load(ckpt, vocoder="griffin-lim")
+    mcds = []
+    for src, tgt in pairs:
+        path = str(corpus / src / f"{src}_006.wav")
+        noisy = mod.degrade(load_wav(path, vc.mel_cfg), "pink10", vc.sample_rate,
+                            np.random.default_rng(mod._seed(path, "pink10")), None)
+        wav = vc.convert(noisy, target_speaker=tgt)
+        mcds.append(audio_mcd(load_wav(corpus / tgt / f"{tgt}_006.wav", vc.mel_cfg), wav, vc.sample_rate))
+    assert per["pink10"]["mcd_audio"] == pytest.approx(np.mean(mcds), rel=1e-6)
+    assert np.isfinite(per["pink10"]["cos_tgt"]) and np.isnan(per["pink10"]["wer"])
+    assert (tmp_path / "r.md").read_text().count("| pink10 |") == 2
+
+
+def test_robustness_degradations_have_the_stated_levels():
+    mod = _load("robustness")
+    rng = np.random.default_rng(0)
+    speech = np.sin(np.linspace(0, 2000, 16000)) * 0.3
+    noisy = mod.mix_at_snr(speech, rng.standard_normal(8000), 10.0)      # shorter noise is repeated
+    added = noisy - speech
+    assert 10 * np.log10(np.mean(speech**2) / np.mean(added**2)) == pytest.approx(10.0, abs=1e-6)
+    h = mod.room_response(0.5, 16000, rng)
+    assert h[0] == 1.0 and len(h) == 8000
+    assert 10 * np.log10(1.0 / np.sum(h[1:] ** 2)) == pytest.approx(mod.DRR_DB)   # direct-to-reverberant ratio
+    late, early = np.sum(h[4000:] ** 2), np.sum(h[1:4000] ** 2)
+    assert late < early / 100                                              # -30 dB halfway to RT60, roughly
+    pink = mod.coloured_noise(1 << 14, 1.0, rng)
+    spec = np.abs(np.fft.rfft(pink)) ** 2
+    assert spec[100:200].mean() > 5 * spec[2000:4000].mean()               # 1/f: the low band is louder
+    assert mod.parse_condition("pink20") == ("pink", 20.0) and mod.parse_condition("clean") == ("clean", 0.0)
+    assert mod.parse_condition("reverb0.4") == ("reverb", 0.4)
+    for bad in ("pink", "reverb0", "loud20", "clean3"):
+        with pytest.raises(SystemExit, match="--conditions"):
+            mod.parse_condition(bad)

@@ -136,6 +136,14 @@ class ModelConfig:
     # smooth equaliser up to ``voice_eq_db`` dB (0 = off). S_x and the target stay the original.
     voice_warp: float = 1.0
     voice_eq_db: float = 0.0
+    # Remedy (not in the paper), clsvc only: the content path also reads the utterance as if
+    # recorded in a room (training only; models/augment.py RoomAugment): with probability
+    # ``noise_prob`` coloured noise at an SNR from ``noise_snr_db`` up to 40 dB, with probability
+    # ``reverb_prob`` reverberation with an RT60 up to ``reverb_rt60`` s (0 = off, each).
+    noise_prob: float = 0.0
+    noise_snr_db: float = 10.0
+    reverb_prob: float = 0.0
+    reverb_rt60: float = 0.8
     # Remedy (not in the paper; AutoVC-F0, Qian et al. 2020), clsvc only: the decoder also reads the
     # source's pitch contour, per utterance z-scored log F0 + voiced flag per frame (clsvc.pitch),
     # so conversions keep the source's intonation and S_x supplies only the pitch level and range.
@@ -894,6 +902,15 @@ def validate(cfg: Config, where: str = "config") -> None:
          f"must be >= 1 when model.adversary_layers >= 1 (it is {m.adversary_layers})")
     need(_is_number(m.voice_warp) and 1.0 <= m.voice_warp <= 2.0, "model.voice_warp",
          "must be in [1, 2] (the largest frequency ratio of the warp; 1 = off)")
+    for key in ("noise_prob", "reverb_prob"):
+        need(_is_number(getattr(m, key)) and 0.0 <= getattr(m, key) <= 1.0, f"model.{key}",
+             "must be a probability in [0, 1] (0 = off)")
+    need(_is_number(m.noise_snr_db) and -10.0 <= m.noise_snr_db <= 40.0, "model.noise_snr_db",
+         "must be in [-10, 40] (the lowest SNR of the added noise, in dB; the highest is 40)")
+    need(_is_number(m.reverb_rt60) and 0.2 <= m.reverb_rt60 <= 3.0, "model.reverb_rt60",
+         "must be in [0.2, 3] (the longest reverberation time, in seconds)")
+    need((m.noise_prob == 0 and m.reverb_prob == 0) or m.system == "clsvc", "model.noise_prob",
+         "the room augmentation (model.noise_prob, model.reverb_prob) is ClsVC's; set both to 0 for other systems")
     need(m.speaker_encoder == "own" or (m.system == "clsvc" and m.speaker_dim == 256), "model.speaker_encoder",
          "dvector works with model.system clsvc and model.speaker_dim 256 (the d-vector's size)")
     need(m.speaker_encoder == "own" or cfg.loss.convert_cls == 0, "loss.convert_cls",

@@ -1,4 +1,5 @@
-"""Voice perturbation of the content encoder's input (a remedy for speaker leakage into C_x).
+"""Perturbations of the content encoder's input: the voice (a remedy for speaker leakage into
+C_x) and the room (noise and reverberation: a remedy for recordings made away from a studio).
 
 A content code that must read the same from a voice-perturbed copy of the utterance cannot
 carry what the perturbation changes. The perturbations act on clsvc's normalised mel
@@ -85,3 +86,99 @@ def _fractional_index(centres: torch.Tensor, hz: torch.Tensor) -> torch.Tensor:
     lo, hi = grid[left], grid[right]
     pos = left.to(hz.dtype) + (hz - lo) / (hi - lo)
     return pos.clamp(0, len(grid) - 1).to(torch.float32)
+
+
+class RoomAugment(nn.Module):
+    """mel (B, T, M) in [0, 1] -> the mel of the same speech in a room (B, T, M): reverberation
+    and additive noise, each given to a row with its probability, independently per row.
+
+    A remedy for recordings made away from a studio (not in the paper): the content code of a
+    noisy or reverberant copy must rebuild the clean original, so conversions of users' own
+    recordings keep their words. Both act on powers, so they need no waveform:
+
+    - reverberation (with probability ``reverb_prob``): each band's power is convolved over time
+      with an exponential decay of a random RT60 in [0.2 s, ``reverb_rt60`` s] and a random
+      direct-to-reverberant ratio in [0, 12] dB (the statistical model of a diffuse late tail);
+    - noise (with probability ``noise_prob``): stationary coloured noise, power spectral density
+      proportional to f^-beta with beta uniform in [0, 1.5] (white to beyond pink), at a random
+      SNR in [``noise_snr_db``, 40] dB, each frame and band varying by a log-normal factor (sd
+      1.5 dB) as an STFT of noise does. The features are mels of STFT *magnitudes*, where noise
+      reads about 5 dB louder against speech than in powers (measured: white and pink noise added
+      to ARCTIC waveforms at 20 dB, mean mel of the mixture; ``SNR_CALIBRATION_DB``), so the SNR
+      is about the waveform's within 90-7600 Hz.
+
+    ``db_per_unit`` converts dB into the normalised mel's units (100 for clsvc's -100 dB floor),
+    ``hop_seconds`` is the frame hop (16 ms); band centres are the Slaney mel centres of
+    ``n_mels`` bands in [``fmin``, ``fmax``] Hz, as the features'.
+    """
+
+    RT60_MIN = 0.2
+    SNR_MAX_DB = 40.0
+    DRR_DB = (0.0, 12.0)
+    JITTER_DB = 1.5
+    BETA_MAX = 1.5
+    SNR_CALIBRATION_DB = 5.0
+
+    def __init__(self, n_mels: int, fmin: float, fmax: float, db_per_unit: float, hop_seconds: float,
+                 noise_prob: float, noise_snr_db: float, reverb_prob: float, reverb_rt60: float):
+        super().__init__()
+        import librosa
+
+        self.db_per_unit = float(db_per_unit)
+        self.hop = float(hop_seconds)
+        self.noise_prob, self.noise_snr_db = float(noise_prob), float(noise_snr_db)
+        self.reverb_prob, self.reverb_rt60 = float(reverb_prob), max(float(reverb_rt60), self.RT60_MIN)
+        centres = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
+        self.log_f: torch.Tensor  # log10 of band centre / 1 kHz, (M,); derived, so not saved
+        self.register_buffer("log_f", torch.tensor(centres / 1000.0, dtype=torch.float32).log10(),
+                             persistent=False)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        b = mel.shape[0]
+        db = mel.float() * self.db_per_unit  # dB above the features' floor, 10 log10 of a power
+        picked = torch.zeros(b, dtype=torch.bool, device=mel.device)
+        for prob, effect in ((self.reverb_prob, self._reverb), (self.noise_prob, self._noise)):
+            if prob > 0:
+                on = torch.rand(b, device=mel.device) < prob
+                if bool(on.any()):
+                    db = torch.where(on[:, None, None], effect(db), db)
+                    picked |= on
+        if not bool(picked.any()):
+            return mel
+        out = (db / self.db_per_unit).clamp(0.0, 1.0).to(mel.dtype)
+        return torch.where(picked[:, None, None], out, mel)  # rows left alone stay bit-exact
+
+    def _reverb(self, db: torch.Tensor) -> torch.Tensor:
+        """Power (as dB, (B, T, M)) convolved with a direct path + an exponential tail per row."""
+        b, t, _ = db.shape
+        dev = db.device
+        rt60 = self.RT60_MIN + torch.rand(b, 1, device=dev) * (self.reverb_rt60 - self.RT60_MIN)
+        frames = min(t - 1, math.ceil(self.reverb_rt60 / self.hop))
+        if frames < 1:
+            return db
+        k = torch.arange(1, frames + 1, device=dev, dtype=torch.float32)                 # (K,)
+        tail = 10.0 ** (-6.0 * k * self.hop / rt60)                                       # (B, K): -60 dB at RT60
+        lo, hi = self.DRR_DB
+        drr = lo + torch.rand(b, 1, device=dev) * (hi - lo)
+        tail = tail * (10.0 ** (-drr / 10.0) / tail.sum(1, keepdim=True))                 # tail energy = direct / DRR
+        power = 10.0 ** (db / 10.0)
+        out = power.clone()
+        for i in range(frames):  # out[t] += tail[i] * power[t - 1 - i]
+            out[:, i + 1:] += tail[:, i, None, None] * power[:, : t - 1 - i]
+        return 10.0 * out.log10()
+
+    def _noise(self, db: torch.Tensor) -> torch.Tensor:
+        """Power (as dB, (B, T, M)) plus coloured noise at a random SNR per row."""
+        b, t, m = db.shape
+        dev = db.device
+        beta = torch.rand(b, 1, device=dev) * self.BETA_MAX
+        shape = -10.0 * beta * self.log_f.to(dev)                                        # (B, M) dB
+        shape = shape - 10.0 * (10.0 ** (shape / 10.0)).mean(1, keepdim=True).log10()   # mean power 1
+        speech = 10.0 * (10.0 ** (db / 10.0)).mean((1, 2)).clamp_min(1e-10).log10()      # (B,) dB
+        snr = self.noise_snr_db + torch.rand(b, device=dev) * (self.SNR_MAX_DB - self.noise_snr_db)
+        level = (speech - snr - self.SNR_CALIBRATION_DB)[:, None, None] + shape[:, None, :]  # (B, 1, M)
+        noise = level + self.JITTER_DB * torch.randn(b, t, m, device=dev)
+        return torch.logaddexp(db * _LN10_10, noise * _LN10_10) / _LN10_10
+
+
+_LN10_10 = math.log(10.0) / 10.0  # dB -> natural log of power

@@ -25,7 +25,7 @@ from ..config import Config, LossConfig, MelConfig, ModelConfig
 from ..data.align import PHONES
 from ..errors import ClsvcError
 from ..pitch import F0_DIM, f0_features, frame_f0
-from .augment import VoicePerturb
+from .augment import RoomAugment, VoicePerturb
 from .base import Codes, VCSystem
 from .layers import (
     CosineClassifier,
@@ -202,6 +202,11 @@ class ClsVC(VCSystem):
         if cfg.voice_warp > 1.0 or cfg.voice_eq_db > 0:
             m = self.mel_cfg
             self.perturb = VoicePerturb(n_mels, m.fmin, m.fmax, cfg.voice_warp, cfg.voice_eq_db, -m.min_level_db)
+        self.room: RoomAugment | None = None
+        if cfg.noise_prob > 0 or cfg.reverb_prob > 0:
+            m = self.mel_cfg
+            self.room = RoomAugment(n_mels, m.fmin, m.fmax, -m.min_level_db, m.hop_length / m.sample_rate,
+                                    cfg.noise_prob, cfg.noise_snr_db, cfg.reverb_prob, cfg.reverb_rt60)
 
     # ------------------------------------------------------------------ pieces
 
@@ -385,12 +390,17 @@ class ClsVC(VCSystem):
         speaker = None
         if self.own_speaker:
             speaker, content, mask = self.encode(mel, lengths)
+        seen = mel
         if self.perturb is not None and self.training:
             # The content code of a voice-perturbed copy must rebuild the original with S_x of
             # the original: the perturbed voice cannot help, so C_x learns to ignore it.
-            _, content, mask = self.encode(self.perturb(mel), lengths)
-        elif not self.own_speaker:
-            _, content, mask = self.encode(mel, lengths)
+            seen = self.perturb(seen)
+        if self.room is not None and self.training:
+            # After the voice: the room's noise and echo are not part of the voice. The clean
+            # original stays the target, so C_x learns to read through them.
+            seen = self.room(seen)
+        if seen is not mel or not self.own_speaker:
+            _, content, mask = self.encode(seen, lengths)
         if speaker is not None:
             s_norm = F.normalize(speaker, dim=-1)
         elif vectors is not None:

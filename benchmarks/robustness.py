@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Conversions of recordings made away from a studio: noise and reverberation on the source.
+
+Users convert their own recordings (a laptop's microphone, a room), not ARCTIC's studio. For the
+first ``--limit`` parallel pairs of one condition of a ``clsvc evaluate`` run (its ``pairs.csv``:
+an ARCTIC source sentence converted into another ARCTIC voice that said the same sentence), the
+source waveform is degraded in each of ``--conditions`` and converted as ``clsvc convert`` does
+(``Converter.convert`` with the target speaker's name), by each model of ``--checkpoint``:
+
+* ``clean``: the recording as it is;
+* ``whiteSNR`` / ``pinkSNR``: stationary white or pink (1/f) noise at SNR dB;
+* ``babbleSNR``: three LibriSpeech readers talking at once (``--babble``), at SNR dB;
+* ``reverbRT60``: the recording in a room: convolved with an exponentially decaying noise
+  impulse response of that RT60 (seconds) and a 3 dB direct-to-reverberant ratio, a statistical
+  model of a diffuse room (no geometry).
+
+Each degraded source is made from a seed of the pair and the condition, so every model converts
+the same audio. Scores per conversion: Resemblyzer cosine to the target voice and to the source
+voice (centroids of 10 of each ARCTIC voice's ``arctic_a`` recordings, or of the first 10 in the
+voice's folder for other corpora; "closer" when nearer the target), pocketsphinx WER against the
+pair's transcript (and of the degraded source itself, for context: what a recogniser still hears
+in it), and audio MCD against the target's real recording
+(:func:`clsvc.evaluation.mcd.audio_mcd`). Per model and condition: the means, and the paired
+differences (mean and 95% interval) against the same model's clean conversions and against the
+first model's conversions of the same audio. Writes ``--out`` (JSON) and the Markdown tables
+beside it, and prints them.
+
+    python benchmarks/robustness.py --eval EVAL --checkpoint arctic [other.pt ...] --out /tmp/robust.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
+from _report import write_result  # noqa: E402
+from clsvc.audio import load_wav  # noqa: E402
+from clsvc.evaluation.stats import mean_ci  # noqa: E402
+
+DEFAULT_CONDITIONS = "clean,white20,pink20,pink10,babble15,reverb0.4,reverb0.8"
+METRICS = ("cos_tgt", "cos_src", "closer", "wer", "wer_input", "mcd_audio")
+DRR_DB = 3.0
+CENTROID_CLIPS = 10
+
+
+def read_pairs(eval_dir: Path, condition: str, limit: int) -> list[dict[str, str]]:
+    """The first ``limit`` parallel pairs of ``condition`` in ``eval_dir/pairs.csv``; a missing file
+    or no such pair is a SystemExit naming the file."""
+    path = eval_dir / "pairs.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; give the folder `clsvc evaluate --out EVAL` wrote")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["condition"] == condition and r["parallel"] == "1"]
+    if not rows:
+        raise SystemExit(f"{path}: no parallel {condition} pairs (only ARCTIC-style corpora have them)")
+    return rows[:limit]
+
+
+def parse_condition(name: str) -> tuple[str, float]:
+    """``pink20`` -> ("pink", 20.0), ``reverb0.4`` -> ("reverb", 0.4), ``clean`` -> ("clean", 0)."""
+    for kind in ("clean", "white", "pink", "babble", "reverb"):
+        if name.startswith(kind):
+            rest = name[len(kind):]
+            try:
+                value = float(rest) if rest else 0.0
+            except ValueError:
+                break
+            if (kind == "clean") == (rest == "") and (kind != "reverb" or value > 0):
+                return kind, value
+            break
+    raise SystemExit(f"--conditions: {name!r} is not one of clean, whiteSNR, pinkSNR, babbleSNR, reverbRT60 "
+                     "(e.g. pink20, reverb0.4)")
+
+
+def _seed(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "little")
+
+
+def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise (n,) whose power spectral density goes as 1/f^exponent (0 white, 1 pink)."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=np.float64)
+    f[0] = 1.0
+    return np.fft.irfft(spec / f ** (exponent / 2), n)
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """speech + noise scaled to ``snr_db`` (mean powers over the whole clip)."""
+    noise = np.resize(noise, len(speech))
+    gain = np.sqrt(np.mean(speech**2) / (np.mean(noise**2) * 10 ** (snr_db / 10) + 1e-20))
+    return speech + gain * noise
+
+
+def room_response(rt60: float, sr: int, rng: np.random.Generator, drr_db: float = DRR_DB) -> np.ndarray:
+    """An impulse response (samples,): a unit direct path, then Gaussian noise decaying 60 dB in
+    ``rt60`` s whose energy is ``drr_db`` below the direct path's."""
+    t = np.arange(1, int(rt60 * sr)) / sr
+    tail = rng.standard_normal(len(t)) * 10 ** (-3.0 * t / rt60)  # amplitude: -60 dB of power at rt60
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail**2))
+    return np.concatenate([[1.0], tail])
+
+
+def degrade(wav: np.ndarray, condition: str, sr: int, rng: np.random.Generator,
+            babble: list[np.ndarray] | None) -> np.ndarray:
+    """The source waveform (float32, peak <= 0.99) as recorded in ``condition``."""
+    from scipy.signal import fftconvolve
+
+    kind, value = parse_condition(condition)
+    x = wav.astype(np.float64)
+    if kind == "white":
+        x = mix_at_snr(x, rng.standard_normal(len(x)), value)
+    elif kind == "pink":
+        x = mix_at_snr(x, coloured_noise(len(x), 1.0, rng), value)
+    elif kind == "babble":
+        if not babble:
+            raise SystemExit("babble conditions need --babble (a folder of other speakers' recordings)")
+        talkers = np.zeros(len(x))
+        for i in rng.choice(len(babble), size=min(3, len(babble)), replace=False):
+            clip = babble[i]
+            start = int(rng.integers(0, max(1, len(clip) - len(x))))
+            piece = np.resize(clip[start:start + len(x)], len(x))
+            talkers += piece / (np.sqrt(np.mean(piece**2)) + 1e-9)
+        x = mix_at_snr(x, talkers, value)
+    elif kind == "reverb":
+        x = fftconvolve(x, room_response(value, sr, rng))[: len(x)]
+    peak = float(np.max(np.abs(x)))
+    return (x * (0.99 / peak) if peak > 0.99 else x).astype(np.float32)
+
+
+def voice_centroid(speaker_dir: Path, cfg: Any) -> np.ndarray:
+    """Resemblyzer centroid (256,) of the first CENTROID_CLIPS ``arctic_a`` recordings in ``speaker_dir``."""
+    from clsvc.dvector import embed_wav
+
+    audio = sorted(p for p in speaker_dir.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+    clips = ([p for p in audio if p.name.startswith("arctic_a")] or audio)[:CENTROID_CLIPS]
+    if not clips:
+        raise SystemExit(f"{speaker_dir}: no recordings to make the voice's centroid from")
+    e = np.mean([embed_wav(load_wav(c, cfg), cfg.sample_rate) for c in clips], axis=0)
+    return e / np.linalg.norm(e)
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean and 95% interval of b - a over the items both scored (NaN-free)."""
+    d = [y - x for x, y in zip(a, b, strict=True) if np.isfinite(x) and np.isfinite(y)]
+    if len(d) < 2:
+        return {"diff": float("nan"), "ci95": float("nan"), "n": len(d)}
+    ci = mean_ci(d)
+    return {"diff": float(ci.mean), "ci95": float(ci.ci), "n": len(d)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--eval", type=Path, required=True, help="a `clsvc evaluate --out` folder (its pairs.csv)")
+    ap.add_argument("--checkpoint", nargs="+", default=["arctic"],
+                    help="models to compare (the first is the reference)")
+    ap.add_argument("--vocoder", default="auto", help="the vocoder of every model (auto: each model's own)")
+    ap.add_argument("--condition", default="seen", help="the evaluation's condition to take pairs from")
+    ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help=f"comma-separated (default {DEFAULT_CONDITIONS})")
+    ap.add_argument("--limit", type=int, default=30, help="pairs to score (the first ones)")
+    ap.add_argument("--babble", type=Path, default=None,
+                    help="recordings of other speakers for babble (default: librispeech/train-clean-100-sample "
+                         "beside the pairs' corpus)")
+    ap.add_argument("--no-asr", action="store_true", help="skip pocketsphinx (WER)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True, help="JSON result (the Markdown tables go beside it)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    for c in conditions:
+        parse_condition(c)
+    pairs = read_pairs(args.eval, args.condition, args.limit)
+    import clsvc
+    from clsvc.dvector import embed_wav
+    from clsvc.evaluation.mcd import audio_mcd
+
+    models = [clsvc.load(c, vocoder=args.vocoder) for c in args.checkpoint]
+    cfg = models[0].mel_cfg
+    sr = cfg.sample_rate
+    babble: list[np.ndarray] | None = None
+    if any(parse_condition(c)[0] == "babble" for c in conditions):
+        folder = args.babble or Path(pairs[0]["source_audio"]).parents[2] / "librispeech" / "train-clean-100-sample"
+        files = sorted(folder.rglob("*.flac"))[:30] + sorted(folder.rglob("*.wav"))[:30]
+        if not files:
+            raise SystemExit(f"{folder}: no .flac or .wav recordings for babble; give --babble DIR or drop babble")
+        babble = [load_wav(f, cfg) for f in files]
+    centroids: dict[str, np.ndarray] = {}
+    for p in pairs:
+        for side in ("source", "target"):
+            spk = p[f"{side}_speaker"]
+            if spk not in centroids:
+                centroids[spk] = voice_centroid(Path(p[f"{side}_audio"]).parent, cfg)
+    asr = None
+    if not args.no_asr:
+        from clsvc.evaluation import asr as asr_module
+
+        asr = asr_module
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {
+        m: {c: {k: [] for k in METRICS} for c in conditions} for m in args.checkpoint}
+    for i, p in enumerate(pairs):
+        source = load_wav(p["source_audio"], cfg)
+        real = load_wav(p["target_audio"], cfg)
+        for c in conditions:
+            wav = degrade(source, c, sr, np.random.default_rng(_seed(p["source_audio"], c)), babble)
+            heard = float("nan")
+            if asr is not None:
+                heard = asr.error_rates(p["transcript"], asr.transcribe(wav, sr))["wer"]
+            for name, vc in zip(args.checkpoint, models, strict=True):
+                out = vc.convert(wav, target_speaker=p["target_speaker"])
+                e = embed_wav(out, sr)
+                e = e / np.linalg.norm(e)
+                row = scores[name][c]
+                row["cos_tgt"].append(float(e @ centroids[p["target_speaker"]]))
+                row["cos_src"].append(float(e @ centroids[p["source_speaker"]]))
+                row["closer"].append(float(row["cos_tgt"][-1] > row["cos_src"][-1]))
+                row["wer_input"].append(heard)
+                row["wer"].append(float("nan") if asr is None
+                                  else asr.error_rates(p["transcript"], asr.transcribe(out, sr))["wer"])
+                row["mcd_audio"].append(float(audio_mcd(real, out, sr)))
+        print(f"{i + 1}/{len(pairs)} pairs", file=sys.stderr, flush=True)
+
+    def mean(v: list[float]) -> float:
+        v = [x for x in v if np.isfinite(x)]
+        return float(np.mean(v)) if v else float("nan")
+
+    result: dict[str, Any] = {"eval": str(args.eval), "condition": args.condition, "pairs": len(pairs),
+                              "conditions": conditions, "drr_db": DRR_DB, "models": {}}
+    lines = [f"### Conversions of degraded sources ({len(pairs)} {args.condition} pairs of `{args.eval}`)", ""]
+    ref = args.checkpoint[0]
+    for name in args.checkpoint:
+        per: dict[str, Any] = {}
+        lines += [f"**{name}**", "",
+                  "| source | closer | cos to target | cos to source | WER (source's own) | audio MCD | "
+                  "vs clean: WER | vs clean: MCD |" + ("" if name == ref else f" vs {ref}: WER | vs {ref}: MCD |"),
+                  "|---|---|---|---|---|---|---|---|" + ("" if name == ref else "---|---|")]
+        for c in conditions:
+            s = scores[name][c]
+            entry = {k: mean(s[k]) for k in METRICS}
+            entry["vs_clean"] = {k: paired(scores[name]["clean"][k], s[k]) for k in ("wer", "mcd_audio", "cos_tgt")} \
+                if "clean" in conditions else {}
+            entry["vs_reference"] = {k: paired(scores[ref][c][k], s[k]) for k in ("wer", "mcd_audio", "cos_tgt")}
+            per[c] = entry
+
+            def d(x: dict[str, float]) -> str:
+                return f"{x['diff']:+.3f} ± {x['ci95']:.3f}" if np.isfinite(x["diff"]) else "–"
+
+            vc_ = entry["vs_clean"]
+            cells = [c, f"{100 * entry['closer']:.0f}%", f"{entry['cos_tgt']:.3f}", f"{entry['cos_src']:.3f}",
+                     f"{entry['wer']:.3f} ({entry['wer_input']:.3f})", f"{entry['mcd_audio']:.2f}",
+                     d(vc_["wer"]) if vc_ else "–", d(vc_["mcd_audio"]) if vc_ else "–"]
+            if name != ref:
+                cells += [d(entry["vs_reference"]["wer"]), d(entry["vs_reference"]["mcd_audio"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        result["models"][name] = per
+    write_result(args.out, result, lines)
+
+
+if __name__ == "__main__":
+    main()
