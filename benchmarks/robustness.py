@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval", type=Path, required=True, help="a `clsvc evaluate --out` folder (its pairs.csv)")
     ap.add_argument("--checkpoint", nargs="+", default=["arctic"],
                     help="models to compare (the first is the reference)")
-    ap.add_argument("--vocoder", default="auto", help="the vocoder of every model (auto: each model's own)")
+    ap.add_argument("--vocoder", default="auto",
+                    help="the vocoder of every model (auto: each model's own; Griffin-Lim for a file without a card)")
     ap.add_argument("--condition", default="seen", help="the evaluation's condition to take pairs from")
     ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help=f"comma-separated (default {DEFAULT_CONDITIONS})")
     ap.add_argument("--limit", type=int, default=30, help="pairs to score (the first ones)")
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     ref = args.checkpoint[0]
     for name in args.checkpoint:
         per: dict[str, Any] = {}
-        lines += [f"**{name}**", "",
+        lines += [f"**{name}** (vocoder: {models[args.checkpoint.index(name)].vocoder_name})", "",
                   "| source | closer | cos to target | cos to source | WER (source's own) | audio MCD | "
                   "vs clean: WER | vs clean: MCD |" + ("" if name == ref else f" vs {ref}: WER | vs {ref}: MCD |"),
                   "|---|---|---|---|---|---|---|---|" + ("" if name == ref else "---|---|")]
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         result["models"][name] = per
+        result.setdefault("vocoders", {})[name] = models[args.checkpoint.index(name)].vocoder_name
     write_result(args.out, result, lines)
 
 
