@@ -31,7 +31,6 @@ beside it, and prints them.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import sys
 from pathlib import Path
@@ -44,24 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.p
 from _report import write_result  # noqa: E402
 from clsvc.audio import load_wav  # noqa: E402
 from clsvc.evaluation.stats import mean_ci  # noqa: E402
+from mcd_gap import read_pairs  # noqa: E402  (the evaluation's parallel pairs, as mcd_gap reads them)
 
 DEFAULT_CONDITIONS = "clean,white20,pink20,pink10,babble15,reverb0.4,reverb0.8"
 METRICS = ("cos_tgt", "cos_src", "closer", "wer", "wer_input", "mcd_audio")
 DRR_DB = 3.0
 CENTROID_CLIPS = 10
-
-
-def read_pairs(eval_dir: Path, condition: str, limit: int) -> list[dict[str, str]]:
-    """The first ``limit`` parallel pairs of ``condition`` in ``eval_dir/pairs.csv``; a missing file
-    or no such pair is a SystemExit naming the file."""
-    path = eval_dir / "pairs.csv"
-    if not path.is_file():
-        raise SystemExit(f"{path}: not found; give the folder `clsvc evaluate --out EVAL` wrote")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["condition"] == condition and r["parallel"] == "1"]
-    if not rows:
-        raise SystemExit(f"{path}: no parallel {condition} pairs (only ARCTIC-style corpora have them)")
-    return rows[:limit]
 
 
 def parse_condition(name: str) -> tuple[str, float]:

@@ -16,6 +16,23 @@ def _perturb(warp: float, eq_db: float) -> VoicePerturb:
     return VoicePerturb(m.n_mels, m.fmin, m.fmax, warp, eq_db, -m.min_level_db)
 
 
+def _tiny(**kw: float) -> ModelConfig:
+    """A ClsVC small enough to run a training pass in milliseconds, with settings ``kw``."""
+    return ModelConfig(n_speakers=3, speaker_dim=8, content_dim=4, enc_channels=16, enc_conv_layers=1,
+                       enc_lstm_hidden=8, enc_lstm_layers=1, dec_pre_lstm=16, dec_channels=16, dec_conv_layers=1,
+                       dec_lstm_hidden=16, dec_lstm_layers=1, postnet_channels=8, postnet_layers=2, **kw)
+
+
+def _with_and_without(**settings: tuple[float, float]) -> tuple[ClsVC, ClsVC]:
+    """Two tiny ClsVCs with the same weights: each setting at its first value, and at its second
+    (off). A perturbation holds no weights, so checkpoints load across the setting."""
+    torch.manual_seed(0)
+    model = ClsVC(_tiny(**{k: on for k, (on, _) in settings.items()}))
+    plain = ClsVC(_tiny(**{k: off for k, (_, off) in settings.items()}))
+    plain.load_state_dict(model.state_dict())
+    return model, plain
+
+
 def test_warp_moves_a_band_peak_both_ways_and_keeps_range():
     mel = torch.zeros(64, 3, 80)
     mel[:, :, 40] = 1.0
@@ -37,16 +54,8 @@ def test_no_warp_no_eq_is_identity_and_eq_is_bounded():
 
 
 def test_clsvc_reads_content_from_the_perturbed_copy_only_in_training():
-    cfg = ModelConfig(n_speakers=3, speaker_dim=8, content_dim=4, enc_channels=16, enc_conv_layers=1,
-                      enc_lstm_hidden=8, enc_lstm_layers=1, dec_pre_lstm=16, dec_channels=16, dec_conv_layers=1,
-                      dec_lstm_hidden=16, dec_lstm_layers=1, postnet_channels=8, postnet_layers=2,
-                      voice_warp=1.2, voice_eq_db=6.0)
-    torch.manual_seed(0)
-    model = ClsVC(cfg)
-    plain = ClsVC(ModelConfig(**{**cfg.__dict__, "voice_warp": 1.0, "voice_eq_db": 0.0}))
+    model, plain = _with_and_without(voice_warp=(1.2, 1.0), voice_eq_db=(6.0, 0.0))
     assert model.perturb is not None and plain.perturb is None
-    # The perturbation holds no weights: checkpoints load across the setting.
-    plain.load_state_dict(model.state_dict())
     mel, lengths, spk = torch.rand(2, 16, 80), torch.tensor([16, 12]), torch.tensor([0, 2])
     model.eval()
     a = model.run(mel, lengths)
@@ -114,15 +123,8 @@ def test_room_probabilities_pick_rows_and_zero_is_identity():
 
 
 def test_clsvc_reads_content_through_the_room_only_in_training():
-    cfg = ModelConfig(n_speakers=3, speaker_dim=8, content_dim=4, enc_channels=16, enc_conv_layers=1,
-                      enc_lstm_hidden=8, enc_lstm_layers=1, dec_pre_lstm=16, dec_channels=16, dec_conv_layers=1,
-                      dec_lstm_hidden=16, dec_lstm_layers=1, postnet_channels=8, postnet_layers=2,
-                      noise_prob=1.0, reverb_prob=1.0)
-    torch.manual_seed(0)
-    model = ClsVC(cfg)
-    plain = ClsVC(ModelConfig(**{**cfg.__dict__, "noise_prob": 0.0, "reverb_prob": 0.0}))
+    model, plain = _with_and_without(noise_prob=(1.0, 0.0), reverb_prob=(1.0, 0.0))
     assert model.room is not None and plain.room is None
-    plain.load_state_dict(model.state_dict())             # no weights: checkpoints load across it
     mel, lengths, spk = torch.rand(2, 16, 80) * 0.5 + 0.3, torch.tensor([16, 12]), torch.tensor([0, 2])
     assert torch.allclose(model.eval().run(mel, lengths).content, plain.eval().run(mel, lengths).content)
     model.train()
