@@ -42,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py, however this file is loaded
 from _report import write_result  # noqa: E402
 from clsvc.audio import load_wav  # noqa: E402
+from clsvc.evaluation.similarity import centroid, cosine  # noqa: E402
 from clsvc.evaluation.stats import mean_ci  # noqa: E402
 from mcd_gap import read_pairs  # noqa: E402  (the evaluation's parallel pairs, as mcd_gap reads them)
 
@@ -130,8 +131,7 @@ def voice_centroid(speaker_dir: Path, cfg: Any) -> np.ndarray:
     clips = ([p for p in audio if p.name.startswith("arctic_a")] or audio)[:CENTROID_CLIPS]
     if not clips:
         raise SystemExit(f"{speaker_dir}: no recordings to make the voice's centroid from")
-    e = np.mean([embed_wav(load_wav(c, cfg), cfg.sample_rate) for c in clips], axis=0)
-    return e / np.linalg.norm(e)
+    return centroid([embed_wav(load_wav(c, cfg), cfg.sample_rate) for c in clips])
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
@@ -203,10 +203,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, vc in zip(args.checkpoint, models, strict=True):
                 out = vc.convert(wav, target_speaker=p["target_speaker"])
                 e = embed_wav(out, sr)
-                e = e / np.linalg.norm(e)
                 row = scores[name][c]
-                row["cos_tgt"].append(float(e @ centroids[p["target_speaker"]]))
-                row["cos_src"].append(float(e @ centroids[p["source_speaker"]]))
+                row["cos_tgt"].append(cosine(e, centroids[p["target_speaker"]]))
+                row["cos_src"].append(cosine(e, centroids[p["source_speaker"]]))
                 row["closer"].append(float(row["cos_tgt"][-1] > row["cos_src"][-1]))
                 row["wer_input"].append(heard)
                 row["wer"].append(float("nan") if asr is None
