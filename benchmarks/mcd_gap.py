@@ -44,16 +44,21 @@ from clsvc.evaluation.stats import mean_ci  # noqa: E402
 KINDS = ("vocoded", "reconstructed", "converted")
 
 
-def read_pairs(eval_dir: Path, condition: str, limit: int) -> list[dict[str, str]]:
-    """The first ``limit`` parallel pairs of ``condition`` in ``eval_dir/pairs.csv``; a missing file
-    is a SystemExit naming it."""
+def read_pairs(eval_dir: Path, condition: str, limit: int, one_shot: bool = False) -> list[dict[str, str]]:
+    """The first ``limit`` parallel pairs of ``condition`` in ``eval_dir/pairs.csv`` (with
+    ``one_shot``: the pairs converted from reference clips, ``ref_audio``, parallel or not); a
+    missing file or no such pair is a SystemExit naming the file."""
     path = eval_dir / "pairs.csv"
     if not path.is_file():
         raise SystemExit(f"{path}: not found; give the folder `clsvc evaluate --out EVAL` wrote")
     with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["condition"] == condition and r["parallel"] == "1"]
+        rows = [r for r in csv.DictReader(f) if r["condition"] == condition
+                and (r.get("ref_audio") if one_shot else r["parallel"] == "1")]
     if not rows:
-        raise SystemExit(f"{path}: no parallel {condition} pairs (only ARCTIC-style corpora have them)")
+        kind = "one-shot (reference-clip)" if one_shot else "parallel"
+        hint = ("one-shot pairs come from `clsvc evaluate --unseen-pairs N`, condition unseen" if one_shot
+                else "only ARCTIC-style corpora have them")
+        raise SystemExit(f"{path}: no {kind} {condition} pairs ({hint})")
     return rows[:limit]
 
 

@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""Conversions of recordings made away from a studio: noise and reverberation on the source.
+"""Conversions of recordings made away from a studio: noise and reverberation on the source or
+on the one-shot reference clips.
 
-Users convert their own recordings (a laptop's microphone, a room), not ARCTIC's studio. For the
-first ``--limit`` parallel pairs of one condition of a ``clsvc evaluate`` run (its ``pairs.csv``:
-an ARCTIC source sentence converted into another ARCTIC voice that said the same sentence), the
-source waveform is degraded in each of ``--conditions`` and converted as ``clsvc convert`` does
-(``Converter.convert`` with the target speaker's name), by each model of ``--checkpoint``:
+Users convert their own recordings (a laptop's microphone, a room), not ARCTIC's studio. With
+``--degrade source`` (the default), for the first ``--limit`` parallel pairs of one condition of a
+``clsvc evaluate`` run (its ``pairs.csv``: an ARCTIC source sentence converted into another ARCTIC
+voice that said the same sentence), the source waveform is degraded in each of ``--conditions``
+and converted as ``clsvc convert`` does (``Converter.convert`` with the target speaker's name), by
+each model of ``--checkpoint``. With ``--degrade references`` the pairs are one-shot ones
+(``--condition unseen``: a clip converted into an unseen voice given by its reference clips, the
+evaluation's ``ref_audio``): the source stays clean and every reference clip is degraded, as a
+user's recordings of the voice they want would be (``clsvc convert --target ref1.wav ref2.wav``).
+Conditions:
 
 * ``clean``: the recording as it is;
 * ``whiteSNR`` / ``pinkSNR``: stationary white or pink (1/f) noise at SNR dB;
@@ -14,18 +20,19 @@ source waveform is degraded in each of ``--conditions`` and converted as ``clsvc
   impulse response of that RT60 (seconds) and a 3 dB direct-to-reverberant ratio, a statistical
   model of a diffuse room (no geometry).
 
-Each degraded source is made from a seed of the pair and the condition, so every model converts
+Each degraded clip is made from a seed of its file and the condition, so every model converts
 the same audio. Scores per conversion: Resemblyzer cosine to the target voice and to the source
 voice (centroids of 10 of each ARCTIC voice's ``arctic_a`` recordings, or of the first 10 in the
-voice's folder for other corpora; "closer" when nearer the target), pocketsphinx WER against the
-pair's transcript (and of the degraded source itself, for context: what a recogniser still hears
-in it), and audio MCD against the target's real recording
-(:func:`clsvc.evaluation.mcd.audio_mcd`). Per model and condition: the means, and the paired
-differences (mean and 95% interval) against the same model's clean conversions and against the
-first model's conversions of the same audio. Writes ``--out`` (JSON) and the Markdown tables
-beside it, and prints them.
+voice's folder for other corpora, leaving out the clips any pair uses as references; "closer"
+when nearer the target), pocketsphinx WER against the pair's transcript where it has one (and of
+the degraded source itself, for context: what a recogniser still hears in it), and, for parallel
+pairs, audio MCD against the target's real recording (:func:`clsvc.evaluation.mcd.audio_mcd`).
+Per model and condition: the means, and the paired differences (mean and 95% interval) against
+the same model's clean conversions and against the first model's conversions of the same audio.
+Writes ``--out`` (JSON) and the Markdown tables beside it, and prints them.
 
     python benchmarks/robustness.py --eval EVAL --checkpoint arctic [other.pt ...] --out /tmp/robust.json
+    python benchmarks/robustness.py --eval EVAL --degrade references --condition unseen --out /tmp/refs.json
 """
 
 from __future__ import annotations
@@ -123,11 +130,14 @@ def degrade(wav: np.ndarray, condition: str, sr: int, rng: np.random.Generator,
     return (x * (0.99 / peak) if peak > 0.99 else x).astype(np.float32)
 
 
-def voice_centroid(speaker_dir: Path, cfg: Any) -> np.ndarray:
-    """Resemblyzer centroid (256,) of the first CENTROID_CLIPS ``arctic_a`` recordings in ``speaker_dir``."""
+def voice_centroid(speaker_dir: Path, cfg: Any, exclude: frozenset[str] = frozenset()) -> np.ndarray:
+    """Resemblyzer centroid (256,) of the first CENTROID_CLIPS ``arctic_a`` recordings in
+    ``speaker_dir`` (of its first recordings when it has no ``arctic_a`` ones), files named in
+    ``exclude`` (their paths) left out."""
     from clsvc.dvector import embed_wav
 
-    audio = sorted(p for p in speaker_dir.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+    audio = sorted(p for p in speaker_dir.iterdir()
+                   if p.suffix.lower() in (".wav", ".flac") and str(p) not in exclude)
     clips = ([p for p in audio if p.name.startswith("arctic_a")] or audio)[:CENTROID_CLIPS]
     if not clips:
         raise SystemExit(f"{speaker_dir}: no recordings to make the voice's centroid from")
@@ -150,12 +160,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="models to compare (the first is the reference)")
     ap.add_argument("--vocoder", default="auto",
                     help="the vocoder of every model (auto: each model's own; Griffin-Lim for a file without a card)")
+    ap.add_argument("--degrade", choices=("source", "references"), default="source",
+                    help="what is recorded badly: the source (pairs converted into a named voice) or the "
+                         "reference clips of one-shot pairs (use with --condition unseen)")
     ap.add_argument("--condition", default="seen", help="the evaluation's condition to take pairs from")
     ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help=f"comma-separated (default {DEFAULT_CONDITIONS})")
     ap.add_argument("--limit", type=int, default=30, help="pairs to score (the first ones)")
     ap.add_argument("--babble", type=Path, default=None,
                     help="recordings of other speakers for babble (default: librispeech/train-clean-100-sample "
-                         "beside the pairs' corpus)")
+                         "in a folder above the pairs' source recordings)")
     ap.add_argument("--no-asr", action="store_true", help="skip pocketsphinx (WER)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True, help="JSON result (the Markdown tables go beside it)")
@@ -164,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     for c in conditions:
         parse_condition(c)
-    pairs = read_pairs(args.eval, args.condition, args.limit)
+    one_shot = args.degrade == "references"
+    pairs = read_pairs(args.eval, args.condition, args.limit, one_shot=one_shot)
     import clsvc
     from clsvc.dvector import embed_wav
     from clsvc.evaluation.mcd import audio_mcd
@@ -174,17 +188,23 @@ def main(argv: list[str] | None = None) -> None:
     sr = cfg.sample_rate
     babble: list[np.ndarray] | None = None
     if any(parse_condition(c)[0] == "babble" for c in conditions):
-        folder = args.babble or Path(pairs[0]["source_audio"]).parents[2] / "librispeech" / "train-clean-100-sample"
+        folder = args.babble or next(
+            (d for d in (up / "librispeech" / "train-clean-100-sample" for up in Path(pairs[0]["source_audio"]).parents)
+             if d.is_dir()), Path("librispeech/train-clean-100-sample"))
         files = sorted(folder.rglob("*.flac"))[:30] + sorted(folder.rglob("*.wav"))[:30]
         if not files:
             raise SystemExit(f"{folder}: no .flac or .wav recordings for babble; give --babble DIR or drop babble")
         babble = [load_wav(f, cfg) for f in files]
+    # A voice's centroid leaves out every clip some pair uses as a reference (the references are
+    # what is being degraded; the voice is judged on its other recordings).
+    refs_of = {p["name"]: [r for r in p.get("ref_audio", "").split(";") if r] if one_shot else [] for p in pairs}
+    held = frozenset(r for rs in refs_of.values() for r in rs)
     centroids: dict[str, np.ndarray] = {}
     for p in pairs:
         for side in ("source", "target"):
             spk = p[f"{side}_speaker"]
             if spk not in centroids:
-                centroids[spk] = voice_centroid(Path(p[f"{side}_audio"]).parent, cfg)
+                centroids[spk] = voice_centroid(Path(p[f"{side}_audio"]).parent, cfg, held)
     asr = None
     if not args.no_asr:
         from clsvc.evaluation import asr as asr_module
@@ -192,41 +212,50 @@ def main(argv: list[str] | None = None) -> None:
         asr = asr_module
     scores: dict[str, dict[str, dict[str, list[float]]]] = {
         m: {c: {k: [] for k in METRICS} for c in conditions} for m in args.checkpoint}
+    def bad(path: str, clip: np.ndarray, c: str) -> np.ndarray:
+        return degrade(clip, c, sr, np.random.default_rng(_seed(path, c)), babble)
+
     for i, p in enumerate(pairs):
         source = load_wav(p["source_audio"], cfg)
-        real = load_wav(p["target_audio"], cfg)
+        real = load_wav(p["target_audio"], cfg) if p["parallel"] == "1" else None
+        refs = [(r, load_wav(r, cfg)) for r in refs_of[p["name"]]]
+        transcript = p.get("transcript") or ""
         for c in conditions:
-            wav = degrade(source, c, sr, np.random.default_rng(_seed(p["source_audio"], c)), babble)
+            wav = source if one_shot else bad(p["source_audio"], source, c)
+            targets = [bad(r, clip, c) for r, clip in refs] if one_shot else None
             heard = float("nan")
-            if asr is not None:
-                heard = asr.error_rates(p["transcript"], asr.transcribe(wav, sr))["wer"]
+            if asr is not None and transcript:
+                heard = asr.error_rates(transcript, asr.transcribe(wav, sr))["wer"]
             for name, vc in zip(args.checkpoint, models, strict=True):
-                out = vc.convert(wav, target_speaker=p["target_speaker"])
+                out = (vc.convert(wav, targets=targets) if one_shot
+                       else vc.convert(wav, target_speaker=p["target_speaker"]))
                 e = embed_wav(out, sr)
                 row = scores[name][c]
                 row["cos_tgt"].append(cosine(e, centroids[p["target_speaker"]]))
                 row["cos_src"].append(cosine(e, centroids[p["source_speaker"]]))
                 row["closer"].append(float(row["cos_tgt"][-1] > row["cos_src"][-1]))
                 row["wer_input"].append(heard)
-                row["wer"].append(float("nan") if asr is None
-                                  else asr.error_rates(p["transcript"], asr.transcribe(out, sr))["wer"])
-                row["mcd_audio"].append(float(audio_mcd(real, out, sr)))
+                row["wer"].append(float("nan") if asr is None or not transcript
+                                  else asr.error_rates(transcript, asr.transcribe(out, sr))["wer"])
+                row["mcd_audio"].append(float("nan") if real is None else float(audio_mcd(real, out, sr)))
         print(f"{i + 1}/{len(pairs)} pairs", file=sys.stderr, flush=True)
 
     def mean(v: list[float]) -> float:
         v = [x for x in v if np.isfinite(x)]
         return float(np.mean(v)) if v else float("nan")
 
-    result: dict[str, Any] = {"eval": str(args.eval), "condition": args.condition, "pairs": len(pairs),
-                              "conditions": conditions, "drr_db": DRR_DB, "models": {}}
-    lines = [f"### Conversions of degraded sources ({len(pairs)} {args.condition} pairs of `{args.eval}`)", ""]
+    result: dict[str, Any] = {"eval": str(args.eval), "condition": args.condition, "degrade": args.degrade,
+                              "pairs": len(pairs), "conditions": conditions, "drr_db": DRR_DB, "models": {}}
+    what = "reference clips" if one_shot else "sources"
+    lines = [f"### Conversions with degraded {what} ({len(pairs)} {args.condition} pairs of `{args.eval}`)", ""]
     ref = args.checkpoint[0]
     for name in args.checkpoint:
         per: dict[str, Any] = {}
         lines += [f"**{name}** (vocoder: {models[args.checkpoint.index(name)].vocoder_name})", "",
-                  "| source | closer | cos to target | cos to source | WER (source's own) | audio MCD | "
-                  "vs clean: WER | vs clean: MCD |" + ("" if name == ref else f" vs {ref}: WER | vs {ref}: MCD |"),
-                  "|---|---|---|---|---|---|---|---|" + ("" if name == ref else "---|---|")]
+                  f"| {what} | closer | cos to target | cos to source | WER (source's own) | audio MCD | "
+                  "vs clean: cos to target | vs clean: WER | vs clean: MCD |"
+                  + ("" if name == ref else f" vs {ref}: cos to target | vs {ref}: WER | vs {ref}: MCD |"),
+                  "|---|---|---|---|---|---|---|---|---|" + ("" if name == ref else "---|---|---|")]
         for c in conditions:
             s = scores[name][c]
             entry = {k: mean(s[k]) for k in METRICS}
@@ -239,11 +268,14 @@ def main(argv: list[str] | None = None) -> None:
                 return f"{x['diff']:+.3f} ± {x['ci95']:.3f}" if np.isfinite(x["diff"]) else "–"
 
             vc_ = entry["vs_clean"]
-            cells = [c, f"{100 * entry['closer']:.0f}%", f"{entry['cos_tgt']:.3f}", f"{entry['cos_src']:.3f}",
-                     f"{entry['wer']:.3f} ({entry['wer_input']:.3f})", f"{entry['mcd_audio']:.2f}",
-                     d(vc_["wer"]) if vc_ else "–", d(vc_["mcd_audio"]) if vc_ else "–"]
+            def f(x: float, digits: int = 3) -> str:
+                return f"{x:.{digits}f}" if np.isfinite(x) else "–"
+
+            cells = [c, f"{100 * entry['closer']:.0f}%", f(entry["cos_tgt"]), f(entry["cos_src"]),
+                     f"{f(entry['wer'])} ({f(entry['wer_input'])})", f(entry["mcd_audio"], 2),
+                     *(d(vc_[k]) if vc_ else "–" for k in ("cos_tgt", "wer", "mcd_audio"))]
             if name != ref:
-                cells += [d(entry["vs_reference"]["wer"]), d(entry["vs_reference"]["mcd_audio"])]
+                cells += [d(entry["vs_reference"][k]) for k in ("cos_tgt", "wer", "mcd_audio")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         result["models"][name] = per

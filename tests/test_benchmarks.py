@@ -215,6 +215,44 @@ def test_robustness_degrades_the_source_and_scores_each_model_on_the_same_audio(
     assert (tmp_path / "r.md").read_text().count("| pink10 |") == 2
 
 
+def test_robustness_degrades_the_reference_clips_of_one_shot_pairs(trained_run, corpus, tmp_path):
+    """--degrade references: the source stays clean, each reference clip is degraded (seeded by its
+    file), and the conversion is the model's one-shot conversion from those clips; a non-parallel
+    pair has no MCD, and an evaluation without one-shot pairs is refused."""
+    import clsvc
+    from clsvc.audio import load_wav
+    from clsvc.dvector import embed_wav
+    from clsvc.evaluation.similarity import cosine
+
+    mod = _load("robustness")
+    spk = sorted(p.name for p in corpus.iterdir() if p.is_dir())
+    (tmp_path / "eval").mkdir()
+    src, refs = corpus / spk[0] / f"{spk[0]}_006.wav", [corpus / spk[1] / f"{spk[1]}_00{i}.wav" for i in (1, 2)]
+    (tmp_path / "eval" / "pairs.csv").write_text(
+        "name,condition,source_speaker,target_speaker,parallel,source_audio,target_audio,ref_audio,transcript\n"
+        f"unseen_000,unseen,{spk[0]},{spk[1]},0,{src},{corpus / spk[1] / f'{spk[1]}_006.wav'},"
+        f"{refs[0]};{refs[1]},\n")
+    ckpt = str(trained_run / "checkpoints" / "last.pt")
+    args = ["--eval", str(tmp_path / "eval"), "--checkpoint", ckpt, "--vocoder", "griffin-lim", "--no-asr",
+            "--threads", "1", "--degrade", "references", "--condition", "unseen", "--conditions", "clean,white10"]
+    mod.main(args + ["--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["degrade"] == "references" and res["pairs"] == 1
+    per = res["models"][ckpt]
+    assert np.isnan(per["white10"]["mcd_audio"]) and np.isnan(per["white10"]["wer"])
+    vc = clsvc.load(ckpt, vocoder="griffin-lim")
+    sr = vc.sample_rate
+    noisy = [mod.degrade(load_wav(r, vc.mel_cfg), "white10", sr, np.random.default_rng(mod._seed(str(r), "white10")),
+                         None) for r in refs]
+    out = vc.convert(load_wav(src, vc.mel_cfg), targets=noisy)
+    target = mod.voice_centroid(corpus / spk[1], vc.mel_cfg, frozenset(map(str, refs)))
+    assert per["white10"]["cos_tgt"] == pytest.approx(cosine(embed_wav(out, sr), target), abs=1e-5)
+    assert per["white10"]["cos_tgt"] != per["clean"]["cos_tgt"]                 # the noise reached the voice
+    with pytest.raises(SystemExit, match="no one-shot"):
+        mod.main(args[:-4] + ["--condition", "seen", "--out", str(tmp_path / "s.json")])
+    assert not (tmp_path / "s.json").exists()
+
+
 def test_robustness_degradations_have_the_stated_levels():
     mod = _load("robustness")
     rng = np.random.default_rng(0)
