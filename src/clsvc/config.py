@@ -144,6 +144,9 @@ class ModelConfig:
     noise_snr_db: float = 10.0
     reverb_prob: float = 0.0
     reverb_rt60: float = 0.8
+    # With the room augmentation on: S_x too is read from a room copy of the input (its own draw),
+    # so that a voice given by noisy or roomy reference clips is the voice, not the room.
+    room_speaker: bool = False
     # Remedy (not in the paper; AutoVC-F0, Qian et al. 2020), clsvc only: the decoder also reads the
     # source's pitch contour, per utterance z-scored log F0 + voiced flag per frame (clsvc.pitch),
     # so conversions keep the source's intonation and S_x supplies only the pitch level and range.
@@ -911,6 +914,8 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be in [0.2, 3] (the longest reverberation time, in seconds)")
     need((m.noise_prob == 0 and m.reverb_prob == 0) or m.system == "clsvc", "model.noise_prob",
          "the room augmentation (model.noise_prob, model.reverb_prob) is ClsVC's; set both to 0 for other systems")
+    need(not m.room_speaker or m.noise_prob > 0 or m.reverb_prob > 0, "model.room_speaker",
+         "reads S_x through the room augmentation, which is off: set model.noise_prob or model.reverb_prob above 0")
     need(m.speaker_encoder == "own" or (m.system == "clsvc" and m.speaker_dim == 256), "model.speaker_encoder",
          "dvector works with model.system clsvc and model.speaker_dim 256 (the d-vector's size)")
     need(m.speaker_encoder == "own" or cfg.loss.convert_cls == 0, "loss.convert_cls",

@@ -388,8 +388,13 @@ class ClsVC(VCSystem):
         ``vectors`` (B, 256): each row's speaker d-vector, which replaces S_x with
         ``model.speaker_encoder: dvector`` (required then)."""
         speaker = None
+        heard = mel  # what S_x is read from
         if self.own_speaker:
-            speaker, content, mask = self.encode(mel, lengths)
+            if self.room is not None and self.cfg.room_speaker and self.training:
+                # A room of its own (not the content path's): the voice must read the same
+                # through any room, and the clean original stays the target.
+                heard = self.room(mel)
+            speaker, content, mask = self.encode(heard, lengths)
         seen = mel
         if self.perturb is not None and self.training:
             # The content code of a voice-perturbed copy must rebuild the original with S_x of
@@ -399,7 +404,7 @@ class ClsVC(VCSystem):
             # After the voice: the room's noise and echo are not part of the voice. The clean
             # original stays the target, so C_x learns to read through them.
             seen = self.room(seen)
-        if seen is not mel or not self.own_speaker:
+        if seen is not mel or heard is not mel or not self.own_speaker:
             _, content, mask = self.encode(seen, lengths)
         if speaker is not None:
             s_norm = F.normalize(speaker, dim=-1)
