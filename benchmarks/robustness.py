@@ -23,8 +23,8 @@ Conditions:
 Each degraded clip is made from a seed of its file and the condition, so every model converts
 the same audio. Scores per conversion: Resemblyzer cosine to the target voice and to the source
 voice (centroids of 10 of each ARCTIC voice's ``arctic_a`` recordings, or of the first 10 in the
-voice's folder for other corpora, leaving out the clips any pair uses as references; "closer"
-when nearer the target), pocketsphinx WER against the pair's transcript where it has one (and of
+voice's folder for other corpora, leaving out the pair's reference clips; "closer" when nearer
+the target), pocketsphinx WER against the pair's transcript where it has one (and of
 the degraded source itself, for context: what a recogniser still hears in it), and, for parallel
 pairs, audio MCD against the target's real recording (:func:`clsvc.evaluation.mcd.audio_mcd`).
 Per model and condition: the means, and the paired differences (mean and 95% interval) against
@@ -130,10 +130,11 @@ def degrade(wav: np.ndarray, condition: str, sr: int, rng: np.random.Generator,
     return (x * (0.99 / peak) if peak > 0.99 else x).astype(np.float32)
 
 
-def voice_centroid(speaker_dir: Path, cfg: Any, exclude: frozenset[str] = frozenset()) -> np.ndarray:
+def voice_centroid(speaker_dir: Path, cfg: Any, exclude: frozenset[str] = frozenset(),
+                   cache: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Resemblyzer centroid (256,) of the first CENTROID_CLIPS ``arctic_a`` recordings in
     ``speaker_dir`` (of its first recordings when it has no ``arctic_a`` ones), files named in
-    ``exclude`` (their paths) left out."""
+    ``exclude`` (their paths) left out; ``cache`` keeps each file's embedding by its path."""
     from clsvc.dvector import embed_wav
 
     audio = sorted(p for p in speaker_dir.iterdir()
@@ -141,7 +142,11 @@ def voice_centroid(speaker_dir: Path, cfg: Any, exclude: frozenset[str] = frozen
     clips = ([p for p in audio if p.name.startswith("arctic_a")] or audio)[:CENTROID_CLIPS]
     if not clips:
         raise SystemExit(f"{speaker_dir}: no recordings to make the voice's centroid from")
-    return centroid([embed_wav(load_wav(c, cfg), cfg.sample_rate) for c in clips])
+    cache = {} if cache is None else cache
+    for c in clips:
+        if str(c) not in cache:
+            cache[str(c)] = embed_wav(load_wav(c, cfg), cfg.sample_rate)
+    return centroid([cache[str(c)] for c in clips])
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
@@ -195,16 +200,17 @@ def main(argv: list[str] | None = None) -> None:
         if not files:
             raise SystemExit(f"{folder}: no .flac or .wav recordings for babble; give --babble DIR or drop babble")
         babble = [load_wav(f, cfg) for f in files]
-    # A voice's centroid leaves out every clip some pair uses as a reference (the references are
-    # what is being degraded; the voice is judged on its other recordings).
+    # A pair's voices are judged on recordings other than its reference clips (the references
+    # are what is being degraded): each pair has its centroids, of the clips it does not use.
     refs_of = {p["name"]: [r for r in p.get("ref_audio", "").split(";") if r] if one_shot else [] for p in pairs}
-    held = frozenset(r for rs in refs_of.values() for r in rs)
-    centroids: dict[str, np.ndarray] = {}
-    for p in pairs:
-        for side in ("source", "target"):
-            spk = p[f"{side}_speaker"]
-            if spk not in centroids:
-                centroids[spk] = voice_centroid(Path(p[f"{side}_audio"]).parent, cfg, held)
+    embeddings: dict[str, np.ndarray] = {}
+    centroids: dict[tuple[str, frozenset[str]], np.ndarray] = {}
+
+    def voice_of(p: dict[str, str], side: str) -> np.ndarray:
+        key = (p[f"{side}_speaker"], frozenset(refs_of[p["name"]]))
+        if key not in centroids:
+            centroids[key] = voice_centroid(Path(p[f"{side}_audio"]).parent, cfg, key[1], embeddings)
+        return centroids[key]
     asr = None
     if not args.no_asr:
         from clsvc.evaluation import asr as asr_module
@@ -231,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                        else vc.convert(wav, target_speaker=p["target_speaker"]))
                 e = embed_wav(out, sr)
                 row = scores[name][c]
-                row["cos_tgt"].append(cosine(e, centroids[p["target_speaker"]]))
-                row["cos_src"].append(cosine(e, centroids[p["source_speaker"]]))
+                row["cos_tgt"].append(cosine(e, voice_of(p, "target")))
+                row["cos_src"].append(cosine(e, voice_of(p, "source")))
                 row["closer"].append(float(row["cos_tgt"][-1] > row["cos_src"][-1]))
                 row["wer_input"].append(heard)
                 row["wer"].append(float("nan") if asr is None or not transcript
