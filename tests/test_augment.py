@@ -122,22 +122,31 @@ def test_room_probabilities_pick_rows_and_zero_is_identity():
     assert 0.35 < changed < 0.65
 
 
+def _train_runs(model: ClsVC, plain: ClsVC, mel: torch.Tensor, lengths: torch.Tensor, seed: int = 3):
+    """Both models' training passes over the same batch from the same random state."""
+    out = []
+    for m in (model, plain):
+        m.train()
+        torch.manual_seed(seed)
+        out.append(m.run(mel, lengths))
+    return out
+
+
+def _loss_trains(model: ClsVC, mel: torch.Tensor, lengths: torch.Tensor, spk: torch.Tensor) -> None:
+    loss, _ = model(mel, lengths, spk)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_clsvc_reads_content_through_the_room_only_in_training():
     model, plain = _with_and_without(noise_prob=(1.0, 0.0), reverb_prob=(1.0, 0.0))
     assert model.room is not None and plain.room is None
     mel, lengths, spk = torch.rand(2, 16, 80) * 0.5 + 0.3, torch.tensor([16, 12]), torch.tensor([0, 2])
     assert torch.allclose(model.eval().run(mel, lengths).content, plain.eval().run(mel, lengths).content)
-    model.train()
-    plain.train()
-    torch.manual_seed(3)
-    noisy = model.run(mel, lengths)
-    torch.manual_seed(3)
-    clean = plain.run(mel, lengths)
+    noisy, clean = _train_runs(model, plain, mel, lengths)
     assert torch.allclose(noisy.speaker, clean.speaker)   # S_x reads the original
     assert not torch.allclose(noisy.content, clean.content)
-    loss, _ = model(mel, lengths, spk)
-    loss.backward()
-    assert torch.isfinite(loss)
+    _loss_trains(model, mel, lengths, spk)
 
 
 def test_room_speaker_reads_the_voice_through_a_room_of_its_own():
@@ -146,12 +155,7 @@ def test_room_speaker_reads_the_voice_through_a_room_of_its_own():
     model, plain = _with_and_without(noise_prob=(1.0, 1.0), room_speaker=(True, False))
     mel, lengths = torch.rand(2, 16, 80) * 0.5 + 0.3, torch.tensor([16, 12])
     assert torch.allclose(model.eval().run(mel, lengths).speaker, plain.eval().run(mel, lengths).speaker)
-    model.train()
-    plain.train()
-    torch.manual_seed(3)
-    both = model.run(mel, lengths)
-    torch.manual_seed(3)
-    content_only = plain.run(mel, lengths)
+    both, content_only = _train_runs(model, plain, mel, lengths)
     assert not torch.allclose(both.speaker, content_only.speaker)
     # The voice's room is drawn first, so the content path's own draw comes after it: remade here.
     torch.manual_seed(3)
@@ -160,9 +164,7 @@ def test_room_speaker_reads_the_voice_through_a_room_of_its_own():
     speaker, _, _ = model.encode(heard, lengths)
     _, content, _ = model.encode(seen, lengths)
     assert torch.allclose(both.speaker, speaker) and torch.allclose(both.content, content)
-    loss, _ = model(mel, lengths, torch.tensor([0, 2]))
-    loss.backward()
-    assert torch.isfinite(loss)
+    _loss_trains(model, mel, lengths, torch.tensor([0, 2]))
 
 
 @pytest.mark.parametrize("key, value", [("noise_prob", 1.5), ("reverb_prob", -0.1), ("noise_snr_db", 60),
