@@ -386,7 +386,9 @@ class ClsVC(VCSystem):
         pitch features of the original mels (with ``model.f0_condition``; a voice-perturbed copy
         feeds only the content path), the source's own in every decoding, conversions included.
         ``vectors`` (B, 256): each row's speaker d-vector, which replaces S_x with
-        ``model.speaker_encoder: dvector`` (required then)."""
+        ``model.speaker_encoder: dvector`` (required then). In training the content path reads a
+        voice-perturbed and/or room-augmented copy of ``mel``, and with ``model.room_speaker`` S_x
+        reads a room copy of its own; the decoder's target is always ``mel`` itself."""
         speaker = None
         heard = mel  # what S_x is read from
         if self.own_speaker:
