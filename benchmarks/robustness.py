@@ -149,6 +149,14 @@ def voice_centroid(speaker_dir: Path, cfg: Any, exclude: frozenset[str] = frozen
     return centroid([cache[str(c)] for c in clips])
 
 
+def _num(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if np.isfinite(x) else "–"
+
+
+def _diff(x: dict[str, float]) -> str:
+    return f"{x['diff']:+.3f} ± {x['ci95']:.3f}" if np.isfinite(x["diff"]) else "–"
+
+
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
     """Mean and 95% interval of b - a over the items both scored (NaN-free)."""
     d = [y - x for x, y in zip(a, b, strict=True) if np.isfinite(x) and np.isfinite(y)]
@@ -270,18 +278,12 @@ def main(argv: list[str] | None = None) -> None:
             entry["vs_reference"] = {k: paired(scores[ref][c][k], s[k]) for k in ("wer", "mcd_audio", "cos_tgt")}
             per[c] = entry
 
-            def d(x: dict[str, float]) -> str:
-                return f"{x['diff']:+.3f} ± {x['ci95']:.3f}" if np.isfinite(x["diff"]) else "–"
-
             vc_ = entry["vs_clean"]
-            def f(x: float, digits: int = 3) -> str:
-                return f"{x:.{digits}f}" if np.isfinite(x) else "–"
-
-            cells = [c, f"{100 * entry['closer']:.0f}%", f(entry["cos_tgt"]), f(entry["cos_src"]),
-                     f"{f(entry['wer'])} ({f(entry['wer_input'])})", f(entry["mcd_audio"], 2),
-                     *(d(vc_[k]) if vc_ else "–" for k in ("cos_tgt", "wer", "mcd_audio"))]
+            cells = [c, f"{100 * entry['closer']:.0f}%", _num(entry["cos_tgt"]), _num(entry["cos_src"]),
+                     f"{_num(entry['wer'])} ({_num(entry['wer_input'])})", _num(entry["mcd_audio"], 2),
+                     *(_diff(vc_[k]) if vc_ else "–" for k in ("cos_tgt", "wer", "mcd_audio"))]
             if name != ref:
-                cells += [d(entry["vs_reference"][k]) for k in ("cos_tgt", "wer", "mcd_audio")]
+                cells += [_diff(entry["vs_reference"][k]) for k in ("cos_tgt", "wer", "mcd_audio")]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         result["models"][name] = per
