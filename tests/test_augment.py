@@ -7,8 +7,9 @@ import torch
 
 from clsvc.config import MelConfig, ModelConfig, config_from_dict
 from clsvc.errors import ClsvcError
-from clsvc.models.augment import RoomAugment, VoicePerturb
+from clsvc.models.augment import PseudoVoices, RoomAugment, VoicePerturb
 from clsvc.models.clsvc import ClsVC
+from clsvc.models.losses import IGNORE_LABEL, clsvc_losses, frame_ce
 
 
 def _perturb(warp: float, eq_db: float) -> VoicePerturb:
@@ -178,3 +179,61 @@ def test_room_speaker_without_the_room_is_a_config_error():
     with pytest.raises(ClsvcError, match="model.room_speaker"):
         config_from_dict({"model": {"room_speaker": True}}, "test")
     config_from_dict({"model": {"room_speaker": True, "reverb_prob": 0.3}}, "test")
+
+
+def _pseudo(prob: float, warp: float = 1.15) -> PseudoVoices:
+    m = MelConfig()
+    return PseudoVoices(m.n_mels, m.fmin, m.fmax, prob, warp)
+
+
+def test_pseudo_voices_warp_the_picked_rows_and_leave_the_others():
+    torch.manual_seed(0)
+    mel = torch.zeros(64, 5, 80)
+    mel[..., 40] = 1.0  # one band lit
+    out, made = _pseudo(0.5)(mel)
+    assert 16 < int(made.sum()) < 48
+    assert torch.equal(out[~made], mel[~made])
+    peak = (out[made] * torch.arange(80.0)).sum(-1) / out[made].sum(-1)  # centre of mass of each frame
+    assert (peak - 40).abs().amin() > 0.05 and (peak < 40).any() and (peak > 40).any()
+    assert out.min() >= 0 and out.max() <= 1
+    same, none = _pseudo(0.0)(mel)
+    assert torch.equal(same, mel) and not none.any()
+
+
+def test_frame_ce_leaves_out_rows_without_a_label():
+    logits, labels = torch.randn(4, 3), torch.tensor([0, IGNORE_LABEL, 2, IGNORE_LABEL])
+    ce, acc = frame_ce(logits, labels, torch.ones(4, 1))
+    kept = torch.tensor([0, 2])
+    assert torch.allclose(ce, torch.nn.functional.cross_entropy(logits[kept], labels[kept]))
+    assert acc == (logits[kept].argmax(-1) == labels[kept]).float().mean()
+    ce, acc = frame_ce(logits, torch.full((4,), IGNORE_LABEL), torch.ones(4, 1))
+    assert ce == 0 and acc == 0 and ce.requires_grad is logits.requires_grad
+
+
+def test_pseudo_voice_rows_are_rebuilt_warped_and_teach_c1_nothing():
+    """model.pseudo_voice_prob 1: every training row is a new voice, which E reads and the decoder
+    must rebuild; C1 has no label for it. At inference the model is the plain one."""
+    model, plain = _with_and_without(pseudo_voice_prob=(1.0, 0.0))
+    mel, lengths, spk = torch.rand(2, 16, 80) * 0.5 + 0.3, torch.tensor([16, 12]), torch.tensor([0, 2])
+    assert torch.allclose(model.eval().run(mel, lengths).speaker, plain.eval().run(mel, lengths).speaker)
+    model.train()
+    torch.manual_seed(5)
+    loss, terms = model(mel, lengths, spk)
+    loss.backward()
+    assert torch.isfinite(loss) and terms["cls"] == 0
+    assert all(p.grad is None or not p.grad.any() for p in model.speaker_classifier.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.adversary.parameters())  # C2 keeps the labels
+    torch.manual_seed(5)
+    warped, _ = model.pseudo(mel)  # the same draw: what the model read and had to rebuild
+    assert not torch.allclose(warped, mel)
+    _, again = clsvc_losses(model.run(warped, lengths), warped, spk, model.loss_cfg)
+    assert torch.allclose(terms["recon"], again["recon"]) and torch.allclose(terms["adv"], again["adv"])
+
+
+@pytest.mark.parametrize("settings, key", [({"pseudo_voice_prob": 1.5}, "model.pseudo_voice_prob"),
+                                           ({"pseudo_voice_warp": 1.0}, "model.pseudo_voice_warp"),
+                                           ({"pseudo_voice_prob": 0.3, "speaker_encoder": "dvector",
+                                             "speaker_dim": 256}, "model.pseudo_voice_prob")])
+def test_pseudo_voice_settings_out_of_range_are_config_errors(settings, key):
+    with pytest.raises(ClsvcError, match=key):
+        config_from_dict({"model": settings}, "test")

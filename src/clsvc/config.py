@@ -147,6 +147,15 @@ class ModelConfig:
     # With the room augmentation on: S_x too is read from a room copy of the input (its own draw),
     # so that a voice given by noisy or roomy reference clips is the voice, not the room.
     room_speaker: bool = False
+    # Remedy (not in the paper), clsvc only: new voices made from the training voices (training
+    # only; models/augment.py): with probability ``pseudo_voice_prob`` a row -- everything E reads
+    # and the decoder's target alike -- is frequency-warped by a random ratio up to
+    # ``pseudo_voice_warp`` (formants and harmonics move together: a longer or shorter vocal tract
+    # at another pitch), a voice no training speaker has. C1 gets no label for such a row, so S_x
+    # may place it between the speakers it knows; unseen voices then land where the decoder has
+    # learned to render something. Speaker augmentation for one-shot conversion.
+    pseudo_voice_prob: float = 0.0
+    pseudo_voice_warp: float = 1.15
     # Remedy (not in the paper; AutoVC-F0, Qian et al. 2020), clsvc only: the decoder also reads the
     # source's pitch contour, per utterance z-scored log F0 + voiced flag per frame (clsvc.pitch),
     # so conversions keep the source's intonation and S_x supplies only the pitch level and range.
@@ -916,6 +925,12 @@ def validate(cfg: Config, where: str = "config") -> None:
          "the room augmentation (model.noise_prob, model.reverb_prob) is ClsVC's; set both to 0 for other systems")
     need(not m.room_speaker or m.noise_prob > 0 or m.reverb_prob > 0, "model.room_speaker",
          "reads S_x through the room augmentation, which is off: set model.noise_prob or model.reverb_prob above 0")
+    need(_is_number(m.pseudo_voice_prob) and 0.0 <= m.pseudo_voice_prob <= 1.0, "model.pseudo_voice_prob",
+         "must be a probability in [0, 1] (0 = off)")
+    need(_is_number(m.pseudo_voice_warp) and 1.0 < m.pseudo_voice_warp <= 2.0, "model.pseudo_voice_warp",
+         "must be in (1, 2] (the largest frequency ratio of a pseudo-voice's warp)")
+    need(m.pseudo_voice_prob == 0 or (m.system == "clsvc" and m.speaker_encoder == "own"), "model.pseudo_voice_prob",
+         "pseudo-voices are ClsVC's with its own speaker encoder (a d-vector table has none for them): set it to 0")
     need(m.speaker_encoder == "own" or (m.system == "clsvc" and m.speaker_dim == 256), "model.speaker_encoder",
          "dvector works with model.system clsvc and model.speaker_dim 256 (the d-vector's size)")
     need(m.speaker_encoder == "own" or cfg.loss.convert_cls == 0, "loss.convert_cls",

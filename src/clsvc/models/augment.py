@@ -14,15 +14,31 @@ carry what the perturbation changes. The perturbations act on clsvc's normalised
   spectral tilt, which tell LibriSpeech's one-recording speakers apart.
 
 Only the content path sees the perturbed copy; S_x and the reconstruction target stay the
-original (see :meth:`clsvc.models.clsvc.ClsVC.run`).
+original (see :meth:`clsvc.models.clsvc.ClsVC.run`). :class:`PseudoVoices` uses the same warp
+the other way: a warped row replaces the utterance everywhere, a new voice to learn.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+
+def band_centres(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """The Slaney mel centres (M,) float64 in Hz of ``n_mels`` bands in [``fmin``, ``fmax``] Hz:
+    the features' own definition. The modules keep what they derive from them as non-persistent
+    buffers: derived from the mel definition, so a checkpoint trained without a perturbation loads
+    into a model with it (and back)."""
+    import librosa
+
+    return np.asarray(librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1], dtype=np.float64)
+
+
+def _centres_buffer(n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    return torch.tensor(band_centres(n_mels, fmin, fmax), dtype=torch.float32)
 
 
 class VoicePerturb(nn.Module):
@@ -37,30 +53,18 @@ class VoicePerturb(nn.Module):
     def __init__(self, n_mels: int, fmin: float, fmax: float, warp: float, eq_db: float,
                  db_per_unit: float):
         super().__init__()
-        import librosa
-
         if warp < 1.0:
             raise ValueError(f"warp must be >= 1, got {warp}")
         self.warp = float(warp)
         self.eq_units = float(eq_db) / float(db_per_unit)
-        centres = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
-        # Not part of the state dict: it is derived from the mel definition, and a checkpoint
-        # trained without the perturbation loads into a model with it (and back).
         self.centres: torch.Tensor
-        self.register_buffer("centres", torch.tensor(centres, dtype=torch.float32), persistent=False)
+        self.register_buffer("centres", _centres_buffer(n_mels, fmin, fmax), persistent=False)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         b, _, m = mel.shape
         out = mel
         if self.warp > 1.0:
-            log_w = math.log(self.warp)
-            alpha = torch.exp((torch.rand(b, 1, device=mel.device) * 2 - 1) * log_w)  # (B, 1)
-            src = self.centres.unsqueeze(0) / alpha                                  # (B, M) Hz
-            pos = _fractional_index(self.centres, src)                               # (B, M)
-            lo = pos.floor().long().clamp(0, m - 1)
-            hi = (lo + 1).clamp(max=m - 1)
-            frac = (pos - lo.to(pos.dtype)).unsqueeze(1)                            # (B, 1, M)
-            out = _bands(out, lo) * (1 - frac) + _bands(out, hi) * frac
+            out = warp_bands(out, self.centres, random_ratios(b, self.warp, mel.device))
         if self.eq_units > 0:
             k = torch.linspace(0, 1, m, device=mel.device)                           # (M,)
             freq = torch.rand(b, 3, 1, device=mel.device) * 3 + 0.5                  # cycles over the bands
@@ -69,6 +73,51 @@ class VoicePerturb(nn.Module):
             curve = (amp * torch.cos(2 * math.pi * freq * k + phase)).sum(1) / 3    # (B, M) in [-1, 1]
             out = out + self.eq_units * curve.unsqueeze(1)
         return out.clamp(0.0, 1.0)
+
+
+def random_ratios(b: int, warp: float, device: torch.device) -> torch.Tensor:
+    """``b`` frequency ratios (B, 1), log-uniform in [1/warp, warp]."""
+    return torch.exp((torch.rand(b, 1, device=device) * 2 - 1) * math.log(warp))
+
+
+def warp_bands(mel: torch.Tensor, centres: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """mel (B, T, M) with every band centre f (``centres`` (M,), Hz) reading the input at
+    f / alpha, one ratio per row (``alpha`` (B, 1)), linearly between bands; outside the band
+    range the edge band is repeated. alpha > 1 moves the spectrum up."""
+    m = mel.shape[-1]
+    pos = _fractional_index(centres, centres.unsqueeze(0) / alpha)  # (B, M)
+    lo = pos.floor().long().clamp(0, m - 1)
+    hi = (lo + 1).clamp(max=m - 1)
+    frac = (pos - lo.to(pos.dtype)).unsqueeze(1)                    # (B, 1, M)
+    return _bands(mel, lo) * (1 - frac) + _bands(mel, hi) * frac
+
+
+class PseudoVoices(nn.Module):
+    """(mel (B, T, M) in [0, 1]) -> (mel (B, T, M), made (B,) bool): each row, with probability
+    ``prob``, frequency-warped by a ratio log-uniform in [1/``warp``, ``warp``] -- a new voice
+    (formants and harmonics move together) made from a training one. Rows not picked are returned
+    unchanged. Band centres as :class:`VoicePerturb`'s.
+
+    Unlike :class:`VoicePerturb`, which only the content path reads, the picked rows replace the
+    utterance everywhere (S_x's input and the decoder's target too; see
+    :meth:`clsvc.models.clsvc.ClsVC.forward`).
+    """
+
+    def __init__(self, n_mels: int, fmin: float, fmax: float, prob: float, warp: float):
+        super().__init__()
+        if not 0.0 <= prob <= 1.0 or warp <= 1.0:
+            raise ValueError(f"need 0 <= prob <= 1 and warp > 1, got {prob}, {warp}")
+        self.prob = float(prob)
+        self.warp = float(warp)
+        self.centres: torch.Tensor
+        self.register_buffer("centres", _centres_buffer(n_mels, fmin, fmax), persistent=False)
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = mel.shape[0]
+        made = torch.rand(b, device=mel.device) < self.prob
+        alpha = random_ratios(b, self.warp, mel.device)  # drawn for every row: the draws do not depend on `made`
+        warped = warp_bands(mel, self.centres, alpha).clamp(0.0, 1.0)
+        return torch.where(made[:, None, None], warped, mel), made
 
 
 def _bands(mel: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -122,16 +171,13 @@ class RoomAugment(nn.Module):
     def __init__(self, n_mels: int, fmin: float, fmax: float, db_per_unit: float, hop_seconds: float,
                  noise_prob: float, noise_snr_db: float, reverb_prob: float, reverb_rt60: float):
         super().__init__()
-        import librosa
-
         self.db_per_unit = float(db_per_unit)
         self.hop = float(hop_seconds)
         self.noise_prob, self.noise_snr_db = float(noise_prob), float(noise_snr_db)
         self.reverb_prob, self.reverb_rt60 = float(reverb_prob), max(float(reverb_rt60), self.RT60_MIN)
-        centres = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1]
         self.log_f: torch.Tensor  # log10 of band centre / 1 kHz, (M,); derived, so not saved
-        self.register_buffer("log_f", torch.tensor(centres / 1000.0, dtype=torch.float32).log10(),
-                             persistent=False)
+        log_f = torch.tensor(band_centres(n_mels, fmin, fmax) / 1000.0, dtype=torch.float32).log10()
+        self.register_buffer("log_f", log_f, persistent=False)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         b = mel.shape[0]

@@ -25,7 +25,7 @@ from ..config import Config, LossConfig, MelConfig, ModelConfig
 from ..data.align import PHONES
 from ..errors import ClsvcError
 from ..pitch import F0_DIM, f0_features, frame_f0
-from .augment import RoomAugment, VoicePerturb
+from .augment import PseudoVoices, RoomAugment, VoicePerturb
 from .base import Codes, VCSystem
 from .layers import (
     CosineClassifier,
@@ -38,7 +38,7 @@ from .layers import (
     masked_mean,
     mlp,
 )
-from .losses import ClsVCOutput, clsvc_losses, frame_ce, parallel_term, phone_term, uniform_ce
+from .losses import IGNORE_LABEL, ClsVCOutput, clsvc_losses, frame_ce, parallel_term, phone_term, uniform_ce
 from .voices import DVectorVoice, EncoderVoice, Reference, VoicePart, unit
 
 
@@ -202,6 +202,10 @@ class ClsVC(VCSystem):
         if cfg.voice_warp > 1.0 or cfg.voice_eq_db > 0:
             m = self.mel_cfg
             self.perturb = VoicePerturb(n_mels, m.fmin, m.fmax, cfg.voice_warp, cfg.voice_eq_db, -m.min_level_db)
+        self.pseudo: PseudoVoices | None = None
+        if cfg.pseudo_voice_prob > 0:
+            m = self.mel_cfg
+            self.pseudo = PseudoVoices(n_mels, m.fmin, m.fmax, cfg.pseudo_voice_prob, cfg.pseudo_voice_warp)
         self.room: RoomAugment | None = None
         if cfg.noise_prob > 0 or cfg.reverb_prob > 0:
             m = self.mel_cfg
@@ -267,7 +271,17 @@ class ClsVC(VCSystem):
 
         With ``loss.phone`` > 0, ``phones`` (B, T) are the frames' phone labels (-1 = unknown): the
         phone classifier's cross-entropy on C_x is added as ``phone`` (its accuracy as ``phone_acc``).
-        With ``loss.phone_out`` > 0 they also feed :meth:`phone_out_terms`."""
+        With ``loss.phone_out`` > 0 they also feed :meth:`phone_out_terms`.
+
+        With ``model.pseudo_voice_prob`` (training only) some rows of ``mel`` are replaced by a
+        pseudo-voice (:class:`~clsvc.models.augment.PseudoVoices`): the warped row is what E reads
+        and what the decoder must rebuild, and C1 gets no label for it (no training speaker owns
+        that voice); C2 keeps the row's speaker, whose words and voice the code must still hide.
+        The pitch features are z-scored per utterance, so a warp leaves them valid."""
+        cls_speaker = speaker
+        if self.pseudo is not None and self.training:
+            mel, made = self.pseudo(mel)
+            cls_speaker = speaker.masked_fill(made, IGNORE_LABEL)
         perm = None
         reads_conversion = self.loss_cfg.phone_out > 0 and self.loss_cfg.phone_out_on != "reconstruction"
         if self.loss_cfg.convert_code > 0 or self.loss_cfg.convert_cls > 0 or reads_conversion:
@@ -280,7 +294,7 @@ class ClsVC(VCSystem):
                                  "call voice.fit(...) or voice.set_table((K, 256)) before training (the trainer does)")
             vectors = voice.dvectors[speaker]
         out = self.run(mel, lengths, perm, f0, vectors)
-        total, terms = clsvc_losses(out, mel, speaker, self.loss_cfg)
+        total, terms = clsvc_losses(out, mel, speaker, self.loss_cfg, cls_speaker)
         if self.loss_cfg.parallel > 0 and par_mel is not None:
             assert par_lengths is not None and par_target is not None
             par = self.parallel_loss(par_mel, par_lengths, par_target, par_f0)

@@ -55,11 +55,22 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
     return _distance(a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1], kind, pair)
 
 
+#: A speaker label that names no class: the row teaches a speaker classifier nothing.
+IGNORE_LABEL = -100
+
+
 def frame_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """CE and accuracy (float32) for (B, K) or per-frame (B, T, K) logits against (B,) labels,
-    per-frame over the valid frames of ``mask`` (B, T)."""
+    per-frame over the valid frames of ``mask`` (B, T). For (B, K) logits, rows labelled
+    :data:`IGNORE_LABEL` are left out (both 0 when no row is labelled)."""
     logits = logits.float()
     if logits.dim() == 2:
+        keep = target != IGNORE_LABEL
+        if not bool(keep.all()):
+            if not bool(keep.any()):
+                zero = logits.sum() * 0.0  # keeps the graph
+                return zero, zero.detach()
+            logits, target = logits[keep], target[keep]
         ce = F.cross_entropy(logits, target)
         acc = (logits.argmax(-1) == target).float().mean()
         return ce, acc
@@ -80,9 +91,13 @@ def uniform_ce(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(per, mask)
 
 
-def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg: LossConfig
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """(total loss, named terms) for a batch: ``mel`` (B, T, M) targets, ``speaker`` (B,) labels."""
+def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg: LossConfig,
+                 cls_speaker: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(total loss, named terms) for a batch: ``mel`` (B, T, M) targets, ``speaker`` (B,) labels
+    (C2's). ``cls_speaker`` (B,): C1's labels where they differ (:data:`IGNORE_LABEL` = a row C1
+    does not learn from, e.g. a pseudo-voice); None = ``speaker``."""
+    if cls_speaker is None:
+        cls_speaker = speaker
     out_mel = out.mel_out.float()
     post = out.mel_post.float()
     mask = out.mask
@@ -93,7 +108,7 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
     code = _distance(out.content_re.float(), out.content.float(), cfg.code_distance, mask)
     if out.speaker is not None and out.speaker_re is not None:
         code = code + _distance(out.speaker_re.float(), out.speaker.float(), cfg.code_distance)
-    cls, cls_acc = frame_ce(out.spk_logits.float(), speaker, mask)
+    cls, cls_acc = frame_ce(out.spk_logits.float(), cls_speaker, mask)
     adv_ce, adv_acc = frame_ce(out.adv_logits.float(), speaker, mask)
     if cfg.adversarial == "grl":
         # The GRL inside the forward pass turns this minimisation into E maximising the CE.
@@ -121,7 +136,7 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
         if cfg.convert_cls > 0:
             assert out.conv_spk_logits is not None
             # The speaker classifier must hear speaker b in the re-encoded conversion a -> b.
-            conv_cls, conv_acc = frame_ce(out.conv_spk_logits.float(), speaker[out.perm], mask)
+            conv_cls, conv_acc = frame_ce(out.conv_spk_logits.float(), cls_speaker[out.perm], mask)
             total = total + cfg.convert_cls * conv_cls
             terms["conv_cls"] = conv_cls
             terms["conv_cls_acc"] = conv_acc
