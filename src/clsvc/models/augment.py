@@ -116,8 +116,11 @@ class PseudoVoices(nn.Module):
         b = mel.shape[0]
         made = torch.rand(b, device=mel.device) < self.prob
         alpha = random_ratios(b, self.warp, mel.device)  # drawn for every row: the draws do not depend on `made`
-        warped = warp_bands(mel, self.centres, alpha).clamp(0.0, 1.0)
-        return torch.where(made[:, None, None], warped, mel), made
+        if not bool(made.any()):
+            return mel, made
+        out = mel.clone()  # only the picked rows are warped (the others are not computed and thrown away)
+        out[made] = warp_bands(mel[made], self.centres, alpha[made]).clamp(0.0, 1.0)
+        return out, made
 
 
 def _bands(mel: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
