@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -259,3 +260,50 @@ def test_delta_weight_is_checked():
         load_config("cpu", ["loss.delta=-0.1"])
     with pytest.raises(ClsvcError, match="loss.delta"):
         load_config("autovc-cpu", ["loss.delta=0.1"])
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_envelope_term_prices_low_quefrency_cepstra_over_valid_frames(kind):
+    from scipy.fft import dct
+
+    _, _, t = _terms()
+    assert "envelope" not in t  # off by default: the objective is the paper's
+    model, cfg = make("loss.envelope=0.5", "loss.envelope_order=12", f"loss.recon_distance={kind}")
+    mel, _, spk = batch()
+    lengths = torch.tensor([32, 20, 32, 9])  # the padded frames must not count
+    out = model.run(mel, lengths, None)
+    total, t = clsvc_losses(out, mel, spk, cfg.loss)
+    expect = 0.0
+    for pred in (out.mel_post, out.mel_out):
+        per_utt = []
+        for i, n in enumerate(lengths.tolist()):  # c1..c12 of the orthonormal DCT-II over the bands
+            c = dct((pred[i, :n] - mel[i, :n]).detach().double().numpy(), type=2, norm="ortho", axis=1)[:, 1:13]
+            per_utt.append(np.abs(c) if kind == "l1" else c ** 2)
+        expect += np.concatenate(per_utt).mean()
+    assert t["envelope"].item() == pytest.approx(expect, rel=1e-4)
+    base = t["recon"] + 0.1 * t["code"] + 0.1 * t["cls"] + 0.5 * t["adv"]
+    assert torch.allclose(total, base + 0.5 * t["envelope"])
+
+
+def test_envelope_term_sees_the_envelope_not_the_fine_structure():
+    from clsvc.models.losses import _envelope_distance
+
+    mel, _, _ = batch()
+    mask = torch.ones(4, 32)
+    bands = torch.arange(80, dtype=torch.float32)
+    # A level offset (c0) and a fast ripple across the bands (quefrency 60: harmonics) leave the
+    # envelope; a tilt across the bands (a brighter voice) changes it.
+    ripple = 0.05 * torch.cos(torch.pi * 60 * (bands + 0.5) / 80)
+    assert _envelope_distance(mel + 0.1 + ripple, mel, "l1", mask, 24).item() < 1e-3
+    assert _envelope_distance(mel + 0.002 * bands, mel, "l1", mask, 24).item() > 0.01
+
+
+def test_envelope_options_are_checked():
+    from clsvc.errors import ClsvcError
+
+    with pytest.raises(ClsvcError, match="loss.envelope"):
+        load_config("cpu", ["loss.envelope=-1"])
+    with pytest.raises(ClsvcError, match="loss.envelope_order"):
+        load_config("cpu", ["loss.envelope_order=80"])
+    with pytest.raises(ClsvcError, match="loss.envelope"):
+        load_config("autovc-cpu", ["loss.envelope=0.1"])

@@ -233,6 +233,15 @@ class LossConfig:
     # A frame-wise regression loss lets the decoder flatten the quick rises and falls between
     # sounds (the transitions that carry consonants); this term prices them directly. 0 = off.
     delta: float = 0.0
+    # Remedy (not in the paper) for the decoder's blurred spectral envelope: the weight of
+    # recon_distance between the low-quefrency cepstra c1..c_envelope_order (orthonormal DCT-II
+    # over the mel bands, c0 = level excluded) of both decoder outputs and those of the target.
+    # A mel loss spreads its gradient over all 80 quefrencies; on real speech more than half of
+    # the decoder's own-voice error lies above c24 (harmonics and noise), which the formants, and
+    # audio MCD, do not see (replacing c1..c24 of a reconstruction with the recording's takes
+    # 1.18 dB off its audio MCD, replacing c25..c79 0.02 dB: BENCHMARKS.md, stop 42). 0 = off.
+    envelope: float = 0.0
+    envelope_order: int = 24
     # Remedy (not in the paper) for outputs the decoder renders less clearly than speech: the
     # weight of a phone term on the decoded mels. A small conv net (the phone reader) learns to
     # read each frame's phone from the real input mel (labels of ``clsvc preprocess --phones``);
@@ -844,7 +853,8 @@ _MAX_INT: dict[str, int] = {"train.crop_frames": 10_000}
 # Float fields that must be >= 0 (loss weights, budgets, optimiser extras) or > 0.
 _NON_NEGATIVE = (
     "mel.highpass_hz", "model.voice_eq_db", "loss.alpha", "loss.beta", "loss.lambda_adv", "loss.convert_code",
-    "loss.convert_cls", "loss.parallel", "loss.parallel_code", "loss.phone", "loss.delta", "loss.phone_out",
+    "loss.convert_cls", "loss.parallel", "loss.parallel_code", "loss.phone", "loss.delta", "loss.envelope",
+    "loss.phone_out",
     "loss.phone_reader_adv",
     "autovc.lambda_code", "vqvc.commitment", "vqvc.vq_weight", "vae.kl_weight", "stargan.lambda_cyc",
     "stargan.lambda_id", "vocoder.lambda_mel", "vocoder.lambda_stft", "vocoder.lambda_adv", "vocoder.lambda_fm",
@@ -943,6 +953,10 @@ def validate(cfg: Config, where: str = "config") -> None:
          "must be 0 unless model.system is clsvc (the term reads ClsVC's content code)")
     need(cfg.loss.delta == 0 or m.system == "clsvc", "loss.delta",
          "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
+    need(cfg.loss.envelope == 0 or m.system == "clsvc", "loss.envelope",
+         "must be 0 unless model.system is clsvc (the term is part of ClsVC's objective)")
+    need(1 <= cfg.loss.envelope_order < cfg.mel.n_mels, "loss.envelope_order",
+         f"must be between 1 and mel.n_mels - 1 = {cfg.mel.n_mels - 1} (cepstra c1..cK of the mel bands)")
     need(cfg.loss.phone_out == 0 or m.system == "clsvc", "loss.phone_out",
          "must be 0 unless model.system is clsvc (the term reads ClsVC's decoded mels)")
     need(cfg.loss.phone_reader_adv == 0 or cfg.loss.phone_out > 0, "loss.phone_reader_adv",

@@ -1,7 +1,8 @@
 """The ClsVC objective (paper Eq. 8) and the optional remedies, as one function.
 
 ``total = recon + alpha * code + beta * cls + lambda * adv + convert_code * conv_code
-+ convert_cls * conv_cls + delta * (recon of the frame-to-frame changes)``. Each term is also
++ convert_cls * conv_cls + delta * (recon of the frame-to-frame changes)
++ envelope * (recon of the low-quefrency cepstra)``. Each term is also
 returned on its own, with both classifiers' accuracies, for logging. :func:`parallel_term` is the
 supervised conversion term of parallel pairs (``loss.parallel``), added by the model when a batch
 carries them.
@@ -53,6 +54,22 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
     and those of b, over the steps whose two frames are both valid in the (B, T) mask."""
     pair = mask[:, 1:] * mask[:, :-1]
     return _distance(a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1], kind, pair)
+
+
+def envelope_basis(n_mels: int, order: int, device: torch.device | None = None) -> torch.Tensor:
+    """(n_mels, order) orthonormal DCT-II basis: ``mel @ basis`` gives the cepstra c1..c_order of
+    each frame of a (..., n_mels) log-mel (c0, the frame's level, left out), its spectral envelope
+    at about n_mels / (2 * order) bands' resolution."""
+    n = torch.arange(n_mels, dtype=torch.float64, device=device)[:, None]
+    k = torch.arange(1, order + 1, dtype=torch.float64, device=device)[None, :]
+    return (torch.cos(torch.pi * k * (n + 0.5) / n_mels) * (2.0 / n_mels) ** 0.5).float()
+
+
+def _envelope_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor, order: int) -> torch.Tensor:
+    """``_distance`` between the cepstra c1..c_order (:func:`envelope_basis`) of (B, T, M) tensors,
+    over the valid frames of the (B, T) mask."""
+    basis = envelope_basis(a.shape[-1], order, a.device)
+    return _distance(a @ basis, b @ basis, kind, mask)
 
 
 #: A speaker label that names no class: the row teaches a speaker classifier nothing.
@@ -124,6 +141,11 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
                  + _delta_distance(out_mel, mel, cfg.recon_distance, mask))
         total = total + cfg.delta * delta
         terms["delta"] = delta
+    if cfg.envelope > 0:
+        envelope = (_envelope_distance(post, mel, cfg.recon_distance, mask, cfg.envelope_order)
+                    + _envelope_distance(out_mel, mel, cfg.recon_distance, mask, cfg.envelope_order))
+        total = total + cfg.envelope * envelope
+        terms["envelope"] = envelope
     if cfg.adversarial == "entropy":
         terms["adv_uniform"] = adv_uniform
     if out.perm is not None and out.conv_content is not None:  # the conversion losses are on
