@@ -190,15 +190,19 @@ class RoomAugment(nn.Module):
             if prob > 0:
                 on = torch.rand(b, device=mel.device) < prob
                 if bool(on.any()):
-                    db = torch.where(on[:, None, None], effect(db), db)
+                    db = effect(db, on)
                     picked |= on
         if not bool(picked.any()):
             return mel
         out = (db / self.db_per_unit).clamp(0.0, 1.0).to(mel.dtype)
         return torch.where(picked[:, None, None], out, mel)  # rows left alone stay bit-exact
 
-    def _reverb(self, db: torch.Tensor) -> torch.Tensor:
-        """Power (as dB, (B, T, M)) convolved with a direct path + an exponential tail per row."""
+    # Each effect draws its random values for every row of the batch (so a row's draws do not
+    # depend on which other rows are picked) and computes only the picked rows ``on`` (B,).
+
+    def _reverb(self, db: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+        """Power (as dB, (B, T, M)) of the rows ``on`` convolved with a direct path + an
+        exponential tail of their own; the other rows returned as they are."""
         b, t, _ = db.shape
         dev = db.device
         rt60 = self.RT60_MIN + torch.rand(b, 1, device=dev) * (self.reverb_rt60 - self.RT60_MIN)
@@ -206,28 +210,36 @@ class RoomAugment(nn.Module):
         if frames < 1:
             return db
         k = torch.arange(1, frames + 1, device=dev, dtype=torch.float32)                 # (K,)
-        tail = 10.0 ** (-6.0 * k * self.hop / rt60)                                       # (B, K): -60 dB at RT60
         lo, hi = self.DRR_DB
         drr = lo + torch.rand(b, 1, device=dev) * (hi - lo)
+        rt60, drr = rt60[on], drr[on]
+        tail = 10.0 ** (-6.0 * k * self.hop / rt60)                                       # (b', K): -60 dB at RT60
         tail = tail * (10.0 ** (-drr / 10.0) / tail.sum(1, keepdim=True))                 # tail energy = direct / DRR
-        power = 10.0 ** (db / 10.0)
+        power = 10.0 ** (db[on] / 10.0)
         out = power.clone()
         for i in range(frames):  # out[t] += tail[i] * power[t - 1 - i]
             out[:, i + 1:] += tail[:, i, None, None] * power[:, : t - 1 - i]
-        return 10.0 * out.log10()
+        db = db.clone()
+        db[on] = 10.0 * out.log10()
+        return db
 
-    def _noise(self, db: torch.Tensor) -> torch.Tensor:
-        """Power (as dB, (B, T, M)) plus coloured noise at a random SNR per row."""
+    def _noise(self, db: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+        """Power (as dB, (B, T, M)) of the rows ``on`` plus coloured noise at a random SNR per
+        row; the other rows returned as they are."""
         b, t, m = db.shape
         dev = db.device
         beta = torch.rand(b, 1, device=dev) * self.BETA_MAX
-        shape = -10.0 * beta * self.log_f.to(dev)                                        # (B, M) dB
-        shape = shape - 10.0 * (10.0 ** (shape / 10.0)).mean(1, keepdim=True).log10()   # mean power 1
-        speech = 10.0 * (10.0 ** (db / 10.0)).mean((1, 2)).clamp_min(1e-10).log10()      # (B,) dB
         snr = self.noise_snr_db + torch.rand(b, device=dev) * (self.SNR_MAX_DB - self.noise_snr_db)
-        level = (speech - snr - self.SNR_CALIBRATION_DB)[:, None, None] + shape[:, None, :]  # (B, 1, M)
-        noise = level + self.JITTER_DB * torch.randn(b, t, m, device=dev)
-        return torch.logaddexp(db * _LN10_10, noise * _LN10_10) / _LN10_10
+        jitter = torch.randn(b, t, m, device=dev)
+        picked = db[on]
+        shape = -10.0 * beta[on] * self.log_f.to(dev)                                    # (b', M) dB
+        shape = shape - 10.0 * (10.0 ** (shape / 10.0)).mean(1, keepdim=True).log10()   # mean power 1
+        speech = 10.0 * (10.0 ** (picked / 10.0)).mean((1, 2)).clamp_min(1e-10).log10()  # (b',) dB
+        level = (speech - snr[on] - self.SNR_CALIBRATION_DB)[:, None, None] + shape[:, None, :]  # (b', 1, M)
+        noise = level + self.JITTER_DB * jitter[on]
+        db = db.clone()
+        db[on] = torch.logaddexp(picked * _LN10_10, noise * _LN10_10) / _LN10_10
+        return db
 
 
 _LN10_10 = math.log(10.0) / 10.0  # dB -> natural log of power
