@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -203,40 +202,41 @@ def test_entropy_adversary_routes_each_objective_to_its_player():
     assert sum(p.grad.abs().sum() for p in model.encoder.parameters() if p.grad is not None) > 0
 
 
-@pytest.mark.parametrize("kind", ["l2", "l1"])
-def test_recon_distance_is_the_configured_one_over_valid_frames(kind):
-    model, cfg = make(f"loss.recon_distance={kind}")
+def _valid_frame_terms(*extra):
+    """(out, mel, lengths, total, terms) of a batch whose padded frames must not count."""
+    model, cfg = make(*extra)
     mel, _, spk = batch()
-    lengths = torch.tensor([32, 20, 32, 9])  # the padded frames must not count
+    lengths = torch.tensor([32, 20, 32, 9])
     out = model.run(mel, lengths, None)
-    _, t = clsvc_losses(out, mel, spk, cfg.loss)
+    total, t = clsvc_losses(out, mel, spk, cfg.loss)
+    return out, mel, lengths, total, t
+
+
+def _expected_over_valid(out, mel, lengths, kind, diff):
+    """The mean |d| (l1) or d^2 (l2) of ``diff(pred[:n], mel[:n])`` over every utterance's valid
+    frames, summed over both decoder outputs: what a term of the objective should equal."""
     expect = 0.0
     for pred in (out.mel_post, out.mel_out):
-        per_utt = []
-        for i, n in enumerate(lengths.tolist()):
-            diff = pred[i, :n] - mel[i, :n]
-            per_utt.append(diff.abs() if kind == "l1" else diff ** 2)
-        expect += torch.cat(per_utt).mean()
-    assert torch.allclose(t["recon"], expect, atol=1e-6)
+        d = torch.cat([diff(pred[i, :n].detach(), mel[i, :n]) for i, n in enumerate(lengths.tolist())])
+        expect += float((d.abs() if kind == "l1" else d ** 2).mean())
+    return expect
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_recon_distance_is_the_configured_one_over_valid_frames(kind):
+    out, mel, lengths, _, t = _valid_frame_terms(f"loss.recon_distance={kind}")
+    expect = _expected_over_valid(out, mel, lengths, kind, lambda p, m: p - m)
+    assert t["recon"].item() == pytest.approx(expect, abs=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["l2", "l1"])
 def test_delta_term_prices_frame_to_frame_changes_over_valid_steps(kind):
     _, total, t = _terms("loss.delta=0")
     assert "delta" not in t  # off by default: the objective is the paper's
-    model, cfg = make("loss.delta=0.5", f"loss.recon_distance={kind}")
-    mel, _, spk = batch()
-    lengths = torch.tensor([32, 20, 32, 9])
-    out = model.run(mel, lengths, None)
-    total, t = clsvc_losses(out, mel, spk, cfg.loss)
-    expect = 0.0
-    for pred in (out.mel_post, out.mel_out):
-        per_utt = []
-        for i, n in enumerate(lengths.tolist()):  # steps between two valid frames only
-            diff = (pred[i, 1:n] - pred[i, : n - 1]) - (mel[i, 1:n] - mel[i, : n - 1])
-            per_utt.append(diff.abs() if kind == "l1" else diff ** 2)
-        expect += torch.cat(per_utt).mean()
-    assert torch.allclose(t["delta"], expect, atol=1e-6)
+    out, mel, lengths, total, t = _valid_frame_terms("loss.delta=0.5", f"loss.recon_distance={kind}")
+    # steps between two valid frames only
+    expect = _expected_over_valid(out, mel, lengths, kind, lambda p, m: (p[1:] - p[:-1]) - (m[1:] - m[:-1]))
+    assert t["delta"].item() == pytest.approx(expect, abs=1e-6)
     base = t["recon"] + 0.1 * t["code"] + 0.1 * t["cls"] + 0.5 * t["adv"]
     assert torch.allclose(total, base + 0.5 * t["delta"])
 
@@ -268,19 +268,13 @@ def test_envelope_term_prices_low_quefrency_cepstra_over_valid_frames(kind):
 
     _, _, t = _terms()
     assert "envelope" not in t  # off by default: the objective is the paper's
-    model, cfg = make("loss.envelope=0.5", "loss.envelope_order=12", f"loss.recon_distance={kind}")
-    mel, _, spk = batch()
-    lengths = torch.tensor([32, 20, 32, 9])  # the padded frames must not count
-    out = model.run(mel, lengths, None)
-    total, t = clsvc_losses(out, mel, spk, cfg.loss)
-    expect = 0.0
-    for pred in (out.mel_post, out.mel_out):
-        per_utt = []
-        for i, n in enumerate(lengths.tolist()):  # c1..c12 of the orthonormal DCT-II over the bands
-            c = dct((pred[i, :n] - mel[i, :n]).detach().double().numpy(), type=2, norm="ortho", axis=1)[:, 1:13]
-            per_utt.append(np.abs(c) if kind == "l1" else c ** 2)
-        expect += np.concatenate(per_utt).mean()
-    assert t["envelope"].item() == pytest.approx(expect, rel=1e-4)
+    out, mel, lengths, total, t = _valid_frame_terms("loss.envelope=0.5", "loss.envelope_order=12",
+                                                     f"loss.recon_distance={kind}")
+
+    def ceps(p, m):  # c1..c12 of the orthonormal DCT-II over the bands
+        return torch.from_numpy(dct((p - m).double().numpy(), type=2, norm="ortho", axis=1)[:, 1:13])
+
+    assert t["envelope"].item() == pytest.approx(_expected_over_valid(out, mel, lengths, kind, ceps), rel=1e-4)
     base = t["recon"] + 0.1 * t["code"] + 0.1 * t["cls"] + 0.5 * t["adv"]
     assert torch.allclose(total, base + 0.5 * t["envelope"])
 
