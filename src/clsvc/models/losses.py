@@ -59,16 +59,17 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
 def envelope_basis(n_mels: int, order: int, device: torch.device | None = None) -> torch.Tensor:
     """(n_mels, order) orthonormal DCT-II basis: ``mel @ basis`` gives the cepstra c1..c_order of
     each frame of a (..., n_mels) log-mel (c0, the frame's level, left out), its spectral envelope
-    at about n_mels / (2 * order) bands' resolution."""
+    at about n_mels / (2 * order) bands' resolution (the cepstra that the parallel pairs' DTW
+    aligns on, :func:`clsvc.data.dataset._cepstra`, here as a differentiable map)."""
     n = torch.arange(n_mels, dtype=torch.float64, device=device)[:, None]
     k = torch.arange(1, order + 1, dtype=torch.float64, device=device)[None, :]
     return (torch.cos(torch.pi * k * (n + 0.5) / n_mels) * (2.0 / n_mels) ** 0.5).float()
 
 
-def _envelope_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor, order: int) -> torch.Tensor:
-    """``_distance`` between the cepstra c1..c_order (:func:`envelope_basis`) of (B, T, M) tensors,
+def _envelope_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor,
+                       basis: torch.Tensor) -> torch.Tensor:
+    """``_distance`` between the cepstra (``basis``: :func:`envelope_basis`) of (B, T, M) tensors,
     over the valid frames of the (B, T) mask."""
-    basis = envelope_basis(a.shape[-1], order, a.device)
     return _distance(a @ basis, b @ basis, kind, mask)
 
 
@@ -142,8 +143,9 @@ def clsvc_losses(out: ClsVCOutput, mel: torch.Tensor, speaker: torch.Tensor, cfg
         total = total + cfg.delta * delta
         terms["delta"] = delta
     if cfg.envelope > 0:
-        envelope = (_envelope_distance(post, mel, cfg.recon_distance, mask, cfg.envelope_order)
-                    + _envelope_distance(out_mel, mel, cfg.recon_distance, mask, cfg.envelope_order))
+        basis = envelope_basis(mel.shape[-1], cfg.envelope_order, mel.device)  # once for both outputs
+        envelope = (_envelope_distance(post, mel, cfg.recon_distance, mask, basis)
+                    + _envelope_distance(out_mel, mel, cfg.recon_distance, mask, basis))
         total = total + cfg.envelope * envelope
         terms["envelope"] = envelope
     if cfg.adversarial == "entropy":
