@@ -12,7 +12,13 @@ recording is the reference, and three renderings of it are scored with the evalu
   voice (content and voice of the same utterance: what the decoder loses without a change of voice);
 * ``converted``: the pair's source converted into the target speaker's stored voice, as the
   evaluation converts it (the model's card settings; converted again here, since an evaluation
-  keeps only a few sample wavs).
+  keeps only a few sample wavs);
+* ``target code`` (with ``--target-code``, ClsVC only): the same conversion with the source's
+  content code C_x replaced by the code of the target's recording, DTW-aligned onto the source's
+  frames (:func:`clsvc.data.dataset.align_frames`), everything else as converted (the source's
+  pitch, timing and level contour, the card's contrast). No conversion can have that code: it is
+  the best the change of voice can do through this decoder if the content path kept nothing of the
+  source's voice or its way of saying the words.
 
 Source and target are trimmed of leading and trailing silence as ``clsvc preprocess`` trims them
 (``--trim-db``), so every rendering has the timing of the evaluation's; the reference stays the
@@ -30,7 +36,10 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +51,36 @@ from clsvc.evaluation.mcd import audio_mcd  # noqa: E402
 from clsvc.evaluation.stats import mean_ci  # noqa: E402
 
 KINDS = ("vocoded", "reconstructed", "converted")
+TARGET_CODE = "target code"
+
+
+@contextmanager
+def content_replaced(model: Any, code: torch.Tensor) -> Iterator[None]:
+    """While open, ``model.encode`` of any input of ``code``'s frames returns ``code`` (1, T, c)
+    as its content code (S_x and the mask as computed), so the model's own conversion path
+    decodes that code: no copy of the pipeline here."""
+    encode = model.encode
+
+    def patched(mel: torch.Tensor, lengths: torch.Tensor | None = None) -> Any:
+        speaker, content, mask = encode(mel, lengths)
+        if content.shape[:2] == code.shape[:2]:
+            content = code.to(content.device, content.dtype)
+        return speaker, content, mask
+
+    model.encode = patched
+    try:
+        yield
+    finally:
+        del model.encode  # the class's method again
+
+
+def target_code(vc: Any, source_mel: np.ndarray, target_mel: np.ndarray) -> torch.Tensor:
+    """C_x (1, Ta, c) of the target's mel (Tb, M) at the source's frames: frame i holds the target
+    frame DTW matches to source frame i."""
+    from clsvc.data.dataset import align_frames
+
+    code = vc.model.content(torch.from_numpy(np.ascontiguousarray(target_mel, dtype=np.float32)).unsqueeze(0))
+    return code[:, torch.from_numpy(align_frames(source_mel, target_mel))]
 
 
 def read_pairs(eval_dir: Path, condition: str, limit: int, one_shot: bool = False) -> list[dict[str, str]]:
@@ -72,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--condition", default="seen")
     ap.add_argument("--limit", type=int, default=60, help="pairs to score (the first ones)")
     ap.add_argument("--trim-db", type=float, default=40.0, help="as the features' `clsvc preprocess --trim-db`")
+    ap.add_argument("--target-code", action="store_true",
+                    help="also convert with the target recording's own content code, aligned (ClsVC only)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True, help="JSON result (the Markdown table goes beside it)")
     args = ap.parse_args(argv)
@@ -81,7 +122,11 @@ def main(argv: list[str] | None = None) -> None:
 
     vc = clsvc.load(args.checkpoint, vocoder=args.vocoder, gv_max=args.gv_max)
     sr = vc.sample_rate
-    scores: dict[str, list[float]] = {k: [] for k in KINDS}
+    kinds = KINDS + ((TARGET_CODE,) if args.target_code else ())
+    if args.target_code and vc.system != "clsvc":
+        raise SystemExit(f"--target-code: {args.checkpoint} is a {vc.system} model; the rendering needs ClsVC's "
+                         "content code")
+    scores: dict[str, list[float]] = {k: [] for k in kinds}
     for p in pairs:
         real = load_wav(p["target_audio"], vc.mel_cfg)
         target = trim_silence(real, args.trim_db, vc.mel_cfg)
@@ -90,11 +135,19 @@ def main(argv: list[str] | None = None) -> None:
         renders = {"vocoded": vc.vocode(ref.mel),
                    "reconstructed": vc.vocode(vc.convert_mel(ref, vc.speaker_embedding(p["target_speaker"]))),
                    "converted": vc.convert(source, target_speaker=p["target_speaker"])}
+        if args.target_code:
+            src = vc.reference(source)
+            chunk, vc.chunk_frames = vc.chunk_frames, len(src.mel)  # one piece: the code replaced is the whole source's
+            with content_replaced(vc.model, target_code(vc, src.mel, ref.mel)):
+                renders[TARGET_CODE] = vc.vocode(vc.convert_mel(src, vc.speaker_embedding(p["target_speaker"])))
+            vc.chunk_frames = chunk
         for k, wav in renders.items():
             scores[k].append(audio_mcd(real, wav, sr))
     stats = {k: mean_ci(v) for k, v in scores.items()}
     steps = {"decoder (reconstructed − vocoded)": np.subtract(scores["reconstructed"], scores["vocoded"]),
              "voice change (converted − reconstructed)": np.subtract(scores["converted"], scores["reconstructed"])}
+    if args.target_code:
+        steps["the source's code (converted − target code)"] = np.subtract(scores["converted"], scores[TARGET_CODE])
     step_stats = {k: mean_ci(v.tolist()) for k, v in steps.items()}
     n = len(scores["converted"])
     md = [f"Audio MCD against the real target, {n} parallel {args.condition} pairs of {args.eval}; "

@@ -174,6 +174,40 @@ def test_mcd_gap_scores_each_rendering_of_the_parallel_pairs(trained_run, corpus
     assert np.mean(per["vocoded"]) < np.mean(per["converted"])
 
 
+def test_mcd_gap_target_code_decodes_the_aligned_code_through_the_conversion_path(trained_run, corpus, tmp_path):
+    """--target-code: the model's own conversion path decodes the code it is given, and only while
+    asked; a recording's code aligned onto itself is its own code (DTW on identical frames is the
+    diagonal), so the rendering with it is the conversion; another code changes the output."""
+    import torch
+
+    import clsvc
+
+    mod = _load("mcd_gap")
+    pairs = _pairs_csv(tmp_path / "eval", corpus)
+    ckpt = str(trained_run / "checkpoints" / "last.pt")
+    vc = clsvc.load(ckpt, vocoder="griffin-lim")
+    src, tgt = pairs[0]
+    ref = vc.reference(corpus / src / f"{src}_006.wav")
+    own = vc.model.content(torch.from_numpy(ref.mel).unsqueeze(0))
+    code = mod.target_code(vc, ref.mel, ref.mel)
+    assert torch.equal(code, own)
+    spk = vc.speaker_embedding(tgt)
+    plain = vc.convert_mel(ref, spk)
+    with mod.content_replaced(vc.model, code):
+        assert np.allclose(vc.convert_mel(ref, spk), plain, atol=1e-6)
+    with mod.content_replaced(vc.model, torch.zeros_like(own)):
+        assert np.abs(vc.convert_mel(ref, spk) - plain).max() > 1e-3
+    assert "encode" not in vars(vc.model)  # the class's method again
+    assert np.array_equal(vc.convert_mel(ref, spk), plain)
+    mod.main(["--eval", str(tmp_path / "eval"), "--checkpoint", ckpt, "--vocoder", "griffin-lim", "--target-code",
+              "--threads", "1", "--out", str(tmp_path / "gap.json")])
+    res = json.loads((tmp_path / "gap.json").read_text())
+    per = res["per_pair"]
+    assert len(per["target code"]) == 2
+    step = res["steps"]["the source's code (converted − target code)"]["mean"]
+    assert step == pytest.approx(np.mean(np.subtract(per["converted"], per["target code"])))
+
+
 def test_mcd_gap_refuses_a_folder_without_pairs(tmp_path):
     mod = _load("mcd_gap")
     with pytest.raises(SystemExit, match="pairs.csv: not found"):
