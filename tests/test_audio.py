@@ -38,6 +38,22 @@ def test_mel_scale_matches_the_recipe():
     assert wav_to_mel(np.zeros(SR, np.float32), CFG).max() == 0.0
 
 
+def test_cepstral_basis_is_scipys_orthonormal_dct_without_c0():
+    """The one cepstrum of the mel bands (DTW of parallel pairs, ``loss.envelope``): c1..cK of the
+    orthonormal DCT-II, and an orthonormal set, so distances between cepstra are distances between
+    the envelopes they keep."""
+    import scipy.fft
+
+    from clsvc.data.dataset import _cepstra
+
+    mel = np.random.default_rng(0).random((7, 80))
+    basis = audio.cepstral_basis(80, 24)
+    assert basis.shape == (80, 24)
+    want = scipy.fft.dct(mel, type=2, norm="ortho", axis=1)[:, 1:25]
+    assert np.allclose(mel @ basis, want) and np.allclose(_cepstra(mel), want)
+    assert np.allclose(basis.T @ basis, np.eye(24))
+
+
 def test_griffin_lim_round_trip():
     wav = synth_utterance(150, 1.0, seed=1, seconds=1.0)
     mel = wav_to_mel(wav, CFG)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import scipy.fft
 import torch
 
+from ..audio import cepstral_basis
 from ..errors import ClsvcError
 from ..pitch import f0_features
 from .align import PHONES, UNKNOWN
@@ -55,7 +55,7 @@ class ParallelBatch:
 
 def _cepstra(mel: np.ndarray, order: int = 24) -> np.ndarray:
     """(T, n_mels) [0, 1] log-mel -> (T, order) cepstra without c0 (the loudness), for DTW."""
-    return np.asarray(scipy.fft.dct(mel.astype(np.float64), type=2, norm="ortho", axis=1)[:, 1:order + 1])
+    return mel.astype(np.float64) @ cepstral_basis(mel.shape[1], order)
 
 
 def align_frames(src: np.ndarray, tgt: np.ndarray) -> np.ndarray:

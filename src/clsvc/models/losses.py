@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..audio import cepstral_basis
 from ..config import LossConfig
 from .layers import masked_mean
 
@@ -57,13 +58,9 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
 
 
 def envelope_basis(n_mels: int, order: int, device: torch.device | None = None) -> torch.Tensor:
-    """(n_mels, order) orthonormal DCT-II basis: ``mel @ basis`` gives the cepstra c1..c_order of
-    each frame of a (..., n_mels) log-mel (c0, the frame's level, left out), its spectral envelope
-    at about n_mels / (2 * order) bands' resolution (the cepstra that the parallel pairs' DTW
-    aligns on, :func:`clsvc.data.dataset._cepstra`, here as a differentiable map)."""
-    n = torch.arange(n_mels, dtype=torch.float64, device=device)[:, None]
-    k = torch.arange(1, order + 1, dtype=torch.float64, device=device)[None, :]
-    return (torch.cos(torch.pi * k * (n + 0.5) / n_mels) * (2.0 / n_mels) ** 0.5).float()
+    """(n_mels, order) float32 :func:`clsvc.audio.cepstral_basis` on ``device``: ``mel @ basis``
+    gives the cepstra c1..c_order of each frame of a (..., n_mels) log-mel, as a differentiable map."""
+    return torch.from_numpy(cepstral_basis(n_mels, order)).to(device=device, dtype=torch.float32)
 
 
 def _envelope_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor,
