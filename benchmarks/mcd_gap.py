@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     sr = vc.sample_rate
     kinds = KINDS + ((TARGET_CODE,) if args.target_code else ())
     if args.target_code and vc.system != "clsvc":
-        raise SystemExit(f"--target-code: {args.checkpoint} is a {vc.system} model; the rendering needs ClsVC's "
-                         "content code")
+        raise SystemExit(f"--target-code: {args.checkpoint} is a {vc.system} model, not ClsVC; the rendering needs "
+                         "ClsVC's content code (leave --target-code out for this model)")
     scores: dict[str, list[float]] = {k: [] for k in kinds}
     for p in pairs:
         real = load_wav(p["target_audio"], vc.mel_cfg)
@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.target_code:
             src = vc.reference(source)
             chunk, vc.chunk_frames = vc.chunk_frames, len(src.mel)  # one piece: the code replaced is the whole source's
-            with content_replaced(vc.model, target_code(vc, src.mel, ref.mel)):
-                renders[TARGET_CODE] = vc.vocode(vc.convert_mel(src, vc.speaker_embedding(p["target_speaker"])))
-            vc.chunk_frames = chunk
+            try:
+                with content_replaced(vc.model, target_code(vc, src.mel, ref.mel)):
+                    renders[TARGET_CODE] = vc.vocode(vc.convert_mel(src, vc.speaker_embedding(p["target_speaker"])))
+            finally:
+                vc.chunk_frames = chunk
         for k, wav in renders.items():
             scores[k].append(audio_mcd(real, wav, sr))
     stats = {k: mean_ci(v) for k, v in scores.items()}
