@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     sr = vc.sample_rate
     kinds = KINDS + ((TARGET_CODE,) if args.target_code else ())
     if args.target_code and vc.system != "clsvc":
-        raise SystemExit(f"--target-code: {args.checkpoint} is a {vc.system} model, not ClsVC; the rendering needs "
+        raise SystemExit(f"--target-code: {args.checkpoint} is not a ClsVC model (system {vc.system}); the rendering needs "
                          "ClsVC's content code (leave --target-code out for this model)")
     scores: dict[str, list[float]] = {k: [] for k in kinds}
     for p in pairs:

@@ -211,7 +211,7 @@ def test_mcd_gap_target_code_decodes_the_aligned_code_through_the_conversion_pat
 def test_mcd_gap_target_code_refuses_a_model_without_a_content_code(system_run, corpus, tmp_path):
     mod = _load("mcd_gap")
     _pairs_csv(tmp_path / "eval", corpus)
-    with pytest.raises(SystemExit, match="--target-code: .* is a autovc model, not ClsVC"):
+    with pytest.raises(SystemExit, match=r"--target-code: .* is not a ClsVC model \(system autovc\)"):
         mod.main(["--eval", str(tmp_path / "eval"), "--checkpoint", str(system_run("autovc").ckpt), "--vocoder",
                   "griffin-lim", "--target-code", "--threads", "1", "--out", str(tmp_path / "gap.json")])
     assert not (tmp_path / "gap.json").exists()
