@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     sr = vc.sample_rate
     kinds = KINDS + ((TARGET_CODE,) if args.target_code else ())
     if args.target_code and vc.system != "clsvc":
-        raise SystemExit(f"--target-code: {args.checkpoint} is not a ClsVC model (system {vc.system}); the rendering needs "
-                         "ClsVC's content code (leave --target-code out for this model)")
+        raise SystemExit(f"--target-code: {args.checkpoint} is not a ClsVC model (system {vc.system}); the "
+                         "rendering needs ClsVC's content code (leave --target-code out for this model)")
     scores: dict[str, list[float]] = {k: [] for k in kinds}
     for p in pairs:
         real = load_wav(p["target_audio"], vc.mel_cfg)
