@@ -11,6 +11,9 @@ each model of ``--checkpoint``. With ``--degrade references`` the pairs are one-
 (``--condition unseen``: a clip converted into an unseen voice given by its reference clips, the
 evaluation's ``ref_audio``): the source stays clean and every reference clip is degraded, as a
 user's recordings of the voice they want would be (``clsvc convert --target ref1.wav ref2.wav``).
+With ``--max-refs K`` the conversions use each pair's first K reference clips only, and the voices
+are still judged on recordings other than all of them: runs with different K score the same pairs
+against the same centroids (how many clips a one-shot voice needs).
 Conditions:
 
 * ``clean``: the recording as it is;
@@ -179,6 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--condition", default="seen", help="the evaluation's condition to take pairs from")
     ap.add_argument("--conditions", default=DEFAULT_CONDITIONS, help=f"comma-separated (default {DEFAULT_CONDITIONS})")
     ap.add_argument("--limit", type=int, default=30, help="pairs to score (the first ones)")
+    ap.add_argument("--max-refs", type=int, default=None,
+                    help="with --degrade references: convert from each pair's first K reference clips only "
+                         "(the voices are still judged without all of them, so runs with different K are paired)")
     ap.add_argument("--babble", type=Path, default=None,
                     help="recordings of other speakers for babble (default: librispeech/train-clean-100-sample "
                          "in a folder above the pairs' source recordings)")
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     for c in conditions:
         parse_condition(c)
     one_shot = args.degrade == "references"
+    if args.max_refs is not None and (not one_shot or args.max_refs < 1):
+        raise SystemExit("--max-refs: give a count of 1 or more, with --degrade references")
     pairs = read_pairs(args.eval, args.condition, args.limit, one_shot=one_shot)
     import clsvc
     from clsvc.dvector import embed_wav
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, p in enumerate(pairs):
         source = load_wav(p["source_audio"], cfg)
         real = load_wav(p["target_audio"], cfg) if p["parallel"] == "1" else None
-        refs = [(r, load_wav(r, cfg)) for r in refs_of[p["name"]]]
+        refs = [(r, load_wav(r, cfg)) for r in refs_of[p["name"]][:args.max_refs]]
         transcript = p.get("transcript") or ""
         for c in conditions:
             wav = source if one_shot else bad(p["source_audio"], source, c)
@@ -259,8 +267,11 @@ def main(argv: list[str] | None = None) -> None:
         return float(np.mean(v)) if v else float("nan")
 
     result: dict[str, Any] = {"eval": str(args.eval), "condition": args.condition, "degrade": args.degrade,
+                              "max_refs": args.max_refs,
                               "pairs": len(pairs), "conditions": conditions, "drr_db": DRR_DB, "models": {}}
     what = "reference clips" if one_shot else "sources"
+    if args.max_refs is not None:
+        what += f", the first {args.max_refs} of each pair"
     lines = [f"### Conversions with degraded {what} ({len(pairs)} {args.condition} pairs of `{args.eval}`)", ""]
     ref = args.checkpoint[0]
     for name in args.checkpoint:

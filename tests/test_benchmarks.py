@@ -294,6 +294,16 @@ def test_robustness_degrades_the_reference_clips_of_one_shot_pairs(trained_run, 
     with pytest.raises(SystemExit, match="no one-shot"):
         mod.main(args[:-4] + ["--condition", "seen", "--out", str(tmp_path / "s.json")])
     assert not (tmp_path / "s.json").exists()
+    # --max-refs 1: the conversion from the first clip alone, judged against the same centroid.
+    mod.main(args[:-1] + ["clean", "--max-refs", "1", "--out", str(tmp_path / "one.json")])
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["max_refs"] == 1
+    out1 = vc.convert(load_wav(src, vc.mel_cfg), targets=[load_wav(refs[0], vc.mel_cfg)])
+    assert one["models"][ckpt]["clean"]["cos_tgt"] == pytest.approx(cosine(embed_wav(out1, sr), target), abs=1e-5)
+    for bad in (["--max-refs", "0"], ["--max-refs", "1", "--degrade", "source"]):
+        with pytest.raises(SystemExit, match="--max-refs"):
+            mod.main(args + bad + ["--out", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_robustness_degradations_have_the_stated_levels():
