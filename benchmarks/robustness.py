@@ -299,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
         lines.append("")
         result["models"][name] = per
         result.setdefault("vocoders", {})[name] = models[args.checkpoint.index(name)].vocoder_name
+    # Every pair's scores (model -> condition -> metric -> one value per pair, NaN where a metric
+    # does not apply), so that runs of the same pairs can be compared pair by pair (benchmarks/paired.py's way).
+    result["per_pair"] = {"names": [p["name"] for p in pairs], "scores": scores}
     write_result(args.out, result, lines)
 
 

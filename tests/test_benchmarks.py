@@ -298,6 +298,8 @@ def test_robustness_degrades_the_reference_clips_of_one_shot_pairs(trained_run, 
     mod.main(args[:-1] + ["clean", "--max-refs", "1", "--out", str(tmp_path / "one.json")])
     one = json.loads((tmp_path / "one.json").read_text())
     assert one["max_refs"] == 1
+    assert one["per_pair"]["names"] == ["unseen_000"]
+    assert one["per_pair"]["scores"][ckpt]["clean"]["cos_tgt"] == [one["models"][ckpt]["clean"]["cos_tgt"]]
     out1 = vc.convert(load_wav(src, vc.mel_cfg), targets=[load_wav(refs[0], vc.mel_cfg)])
     assert one["models"][ckpt]["clean"]["cos_tgt"] == pytest.approx(cosine(embed_wav(out1, sr), target), abs=1e-5)
     for bad in (["--max-refs", "0"], ["--max-refs", "1", "--degrade", "source"]):
