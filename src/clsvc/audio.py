@@ -304,15 +304,18 @@ def _mel_pinv(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: floa
     return inverse
 
 
+@functools.lru_cache(maxsize=8)
 def cepstral_basis(n_mels: int, order: int) -> np.ndarray:
     """(n_mels, order) float64 orthonormal DCT-II basis over the mel bands: ``mel @ basis`` gives
     the cepstra c1..c_order of each frame of a (..., n_mels) normalised log-mel (c0, the frame's
     level, left out): its spectral envelope at about n_mels / (2 * order) bands' resolution. The
     one definition of these cepstra: the parallel pairs' DTW aligns on them and ``loss.envelope``
-    weighs them."""
+    weighs them. Read-only (cached: both ask for it every training step)."""
     n = np.arange(n_mels, dtype=np.float64)[:, None]
     k = np.arange(1, order + 1, dtype=np.float64)[None, :]
-    return np.cos(np.pi * k * (n + 0.5) / n_mels) * np.sqrt(2.0 / n_mels)
+    basis = np.cos(np.pi * k * (n + 0.5) / n_mels) * np.sqrt(2.0 / n_mels)
+    basis.setflags(write=False)
+    return basis
 
 
 def compensate_variance(converted: np.ndarray, source: np.ndarray, reconstruction: np.ndarray,

@@ -10,6 +10,7 @@ carries them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +58,12 @@ def _delta_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Ten
     return _distance(a[:, 1:] - a[:, :-1], b[:, 1:] - b[:, :-1], kind, pair)
 
 
+@functools.lru_cache(maxsize=8)
 def envelope_basis(n_mels: int, order: int, device: torch.device | None = None) -> torch.Tensor:
     """(n_mels, order) float32 :func:`clsvc.audio.cepstral_basis` on ``device``: ``mel @ basis``
-    gives the cepstra c1..c_order of each frame of a (..., n_mels) log-mel, as a differentiable map."""
-    return torch.from_numpy(cepstral_basis(n_mels, order)).to(device=device, dtype=torch.float32)
+    gives the cepstra c1..c_order of each frame of a (..., n_mels) log-mel, as a differentiable map.
+    Cached per device (one copy to a GPU, not one per step); callers must not modify it."""
+    return torch.tensor(cepstral_basis(n_mels, order), dtype=torch.float32, device=device)
 
 
 def _envelope_distance(a: torch.Tensor, b: torch.Tensor, kind: str, mask: torch.Tensor,
