@@ -132,15 +132,16 @@ def main(argv: list[str] | None = None) -> None:
         target = trim_silence(real, args.trim_db, vc.mel_cfg)
         source = trim_silence(load_wav(p["source_audio"], vc.mel_cfg), args.trim_db, vc.mel_cfg)
         ref = vc.reference(target)  # the target's mel once, for both of its renderings
+        src = vc.reference(source)  # the source's, for its conversions (as `Converter.convert` makes them)
+        spk = vc.speaker_embedding(p["target_speaker"])
         renders = {"vocoded": vc.vocode(ref.mel),
-                   "reconstructed": vc.vocode(vc.convert_mel(ref, vc.speaker_embedding(p["target_speaker"]))),
-                   "converted": vc.convert(source, target_speaker=p["target_speaker"])}
+                   "reconstructed": vc.vocode(vc.convert_mel(ref, spk)),
+                   "converted": vc.vocode(vc.convert_mel(src, spk))}
         if args.target_code:
-            src = vc.reference(source)
             chunk, vc.chunk_frames = vc.chunk_frames, len(src.mel)  # one piece: the code replaced is the whole source's
             try:
                 with content_replaced(vc.model, target_code(vc, src.mel, ref.mel)):
-                    renders[TARGET_CODE] = vc.vocode(vc.convert_mel(src, vc.speaker_embedding(p["target_speaker"])))
+                    renders[TARGET_CODE] = vc.vocode(vc.convert_mel(src, spk))
             finally:
                 vc.chunk_frames = chunk
         for k, wav in renders.items():
